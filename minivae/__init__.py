@@ -1,0 +1,21 @@
+"""minivae: a Variational Autoencoder from scratch, with hand-written and gradient-checked backprop.
+
+    from minivae import VAEConfig, init_params, loss_and_grads
+"""
+
+from .config import VAEConfig
+from .vae import (
+    backward,
+    decode,
+    encode,
+    forward,
+    init_params,
+    log_likelihood,
+    loss_and_grads,
+    param_shapes,
+)
+
+__version__ = "0.1.0"
+
+__all__ = ["VAEConfig", "init_params", "loss_and_grads", "encode", "decode", "forward",
+           "backward", "log_likelihood", "param_shapes", "__version__"]

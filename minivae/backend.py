@@ -1,0 +1,184 @@
+"""The array-module switch: which array library runs the math, on which device.
+
+Three backends run the same code:
+
+- ``"numpy"``  -- the default, on the CPU.
+- ``"cupy"``   -- CuPy on the current CUDA device (needs ``pip install minivae[gpu]`` and a GPU).
+- ``"strict"`` -- array-api-strict on its emulated non-default device ``Device("device1")``. It is
+  the stand-in for a GPU: it refuses to mix arrays of two devices, refuses silent conversion to
+  NumPy and refuses any function outside the array API standard, so code that passes on it is
+  code that will run on a real accelerator.
+
+The core math modules (layers, distributions, vae, bounds, optim, gradcheck) never import NumPy:
+they take ``xp = namespace_of(x)`` from their inputs, and functions that create arrays from nothing
+take a ``backend`` argument. Moving data to and from the host happens here and nowhere else, and so
+does random number generation, which is not part of the standard.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import array_api_compat
+
+BACKENDS = ("numpy", "cupy", "strict")
+DTYPES = ("float32", "float64")
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run on this machine (e.g. CuPy without a CUDA device)."""
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def _cupy():
+    try:
+        import cupy
+    except ImportError as e:  # pragma: no cover - depends on the machine
+        raise BackendUnavailable(
+            "backend 'cupy' needs CuPy: install it with `pip install -e .[gpu]` "
+            "(cupy-cuda12x) on a machine with a CUDA GPU, or use backend='numpy' or 'strict'"
+        ) from e
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # pragma: no cover - depends on the machine
+        raise BackendUnavailable(
+            f"backend 'cupy': CuPy is installed but no CUDA device can be used ({e}); "
+            "use backend='numpy' or 'strict'"
+        ) from e
+    if n == 0:  # pragma: no cover
+        raise BackendUnavailable("backend 'cupy': no CUDA device found; use 'numpy' or 'strict'")
+    return cupy
+
+
+def _strict():
+    try:
+        import array_api_strict
+    except ImportError as e:
+        raise BackendUnavailable(
+            "backend 'strict' needs array-api-strict: `pip install -e .[dev]`"
+        ) from e
+    return array_api_strict
+
+
+def is_available(backend: str) -> bool:
+    """True when ``backend`` can run here (CuPy needs a CUDA device)."""
+    try:
+        namespace(backend)
+    except BackendUnavailable:
+        return False
+    return True
+
+
+def namespace(backend: str = "numpy"):
+    """The array namespace ``xp`` of a backend (array-api-compat's wrapper for NumPy and CuPy)."""
+    _check_backend(backend)
+    if backend == "numpy":
+        return array_api_compat.array_namespace(np.empty(0))
+    if backend == "cupy":
+        return array_api_compat.array_namespace(_cupy().empty(0))
+    return _strict()
+
+
+def device(backend: str = "numpy"):
+    """The device arrays of ``backend`` are created on (``None`` means the library's default)."""
+    _check_backend(backend)
+    if backend == "strict":
+        return _strict().Device("device1")
+    if backend == "cupy":
+        return _cupy().cuda.Device()
+    return None
+
+
+def namespace_of(*arrays):
+    """The namespace ``xp`` of the given arrays; raises if they come from different libraries."""
+    return array_api_compat.array_namespace(*arrays)
+
+
+def backend_of(x) -> str:
+    """The backend name of an array: ``"numpy"``, ``"cupy"`` or ``"strict"``."""
+    if array_api_compat.is_numpy_array(x):
+        return "numpy"
+    if array_api_compat.is_cupy_array(x):
+        return "cupy"
+    if type(x).__module__.startswith("array_api_strict"):
+        return "strict"
+    raise TypeError(f"not an array of a known backend: {type(x).__name__}")
+
+
+def dtype_of(name: str, backend: str = "numpy"):
+    """The backend's dtype object for ``"float32"`` or ``"float64"``."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {name!r}")
+    return getattr(namespace(backend), name)
+
+
+def dtype_name(x) -> str:
+    """``"float32"``, ``"float64"`` (or another dtype's name) of an array, on any backend."""
+    return str(x.dtype).rsplit(".", 1)[-1]
+
+
+def from_numpy(a, backend: str = "numpy", dtype: str | None = None):
+    """Copy a NumPy array (or anything ``np.asarray`` takes) onto ``backend``'s device."""
+    a = np.asarray(a)
+    if dtype is not None:
+        a = a.astype(dtype, copy=False)
+    if backend == "numpy":
+        return a
+    if backend == "cupy":
+        return _cupy().asarray(a)
+    _check_backend(backend)
+    return _strict().asarray(a, device=device("strict"))
+
+
+def to_numpy(x) -> np.ndarray:
+    """Copy an array of any backend to a NumPy array on the host (Python scalars pass through)."""
+    if isinstance(x, (int, float, np.ndarray, np.generic)):
+        return np.asarray(x)
+    name = backend_of(x)
+    if name == "cupy":
+        return x.get()
+    if name == "strict":
+        return np.asarray(x.to_device(_strict().Device("CPU_DEVICE")))
+    return np.asarray(x)
+
+
+def to_backend(x, backend: str, dtype: str | None = None):
+    """Move an array of any backend to ``backend`` (through the host)."""
+    return from_numpy(to_numpy(x), backend, dtype)
+
+
+class Generator:
+    """Seeded random numbers on a backend's device.
+
+    NumPy uses ``numpy.random.default_rng``, CuPy ``cupy.random.default_rng``, and strict draws with
+    NumPy on the host and copies the result onto its device. ``seed`` may be an int or a tuple of
+    ints (``(seed, epoch, step)``): training keys every step's draws this way so a resumed run draws
+    exactly what an uninterrupted one would have.
+    """
+
+    def __init__(self, seed=0, backend: str = "numpy"):
+        self.backend = _check_backend(backend)
+        seq = np.random.SeedSequence(list(seed) if isinstance(seed, (tuple, list)) else seed)
+        if backend == "cupy":
+            self._rng = _cupy().random.default_rng(int(seq.generate_state(1, np.uint64)[0] >> 1))
+        else:
+            self._rng = np.random.default_rng(seq)
+
+    def _out(self, a):
+        return from_numpy(a, "strict") if self.backend == "strict" else a
+
+    def normal(self, shape, dtype: str = "float32"):
+        """Standard normal draws of ``shape`` in ``dtype``."""
+        return self._out(self._rng.standard_normal(shape, dtype=dtype))
+
+    def uniform(self, shape, dtype: str = "float32"):
+        """Uniform draws on [0, 1)."""
+        return self._out(self._rng.random(shape, dtype=dtype))
+
+    def permutation(self, n: int):
+        """A random permutation of ``range(n)`` as an integer array on the backend."""
+        return self._out(self._rng.permutation(n))

@@ -1,0 +1,106 @@
+"""The model's configuration, in one dataclass, validated when it is made."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+ACTIVATION_NAMES = ("tanh", "softplus", "relu")
+LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
+VARIANCES = ("fixed", "shared", "per_pixel")
+INITS = ("normal", "uniform", "glorot")
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Architecture and objective of a VAE (Kingma & Welling 2013, Appendix C).
+
+    x_dim:      D, the data dimension (784 for 28x28 images).
+    hidden:     widths of the hidden layers, any length, ``()`` for a linear encoder and decoder.
+                The encoder is ``x_dim -> hidden[0] -> ... -> hidden[-1] -> z_dim``; the decoder
+                mirrors it, ``z_dim -> hidden[-1] -> ... -> hidden[0] -> x_dim``.
+    z_dim:      Z, the latent dimension.
+    activation: ``"tanh"`` (the paper's), ``"softplus"`` or ``"relu"``.
+    likelihood: ``"bernoulli"`` (C.1, on logits), ``"gaussian"`` (C.2) or ``"continuous_bernoulli"``.
+    variance:   for ``"gaussian"`` only: ``"fixed"`` (variance ``sigma**2``, the "MSE" VAE),
+                ``"shared"`` (one learned scalar ``dec.logvar``) or ``"per_pixel"`` (a learned
+                ``dec.W_logvar, dec.b_logvar`` head beside the mean head, as in C.2).
+    sigma:      the standard deviation of the fixed-variance Gaussian.
+    n_samples:  L, Monte-Carlo samples of z per example.
+    init:       ``"normal"`` (every parameter from N(0, init_std^2), the paper's N(0, 0.01) read as
+                std 0.01), ``"uniform"`` (PyTorch's ``nn.Linear`` default, U(+-1/sqrt(fan_in))), or
+                ``"glorot"`` (U(+-sqrt(6 / (fan_in + fan_out))), zero biases; the IWAE paper's).
+    init_std:   the standard deviation of the ``"normal"`` init.
+    """
+
+    x_dim: int
+    hidden: tuple[int, ...] = (500,)
+    z_dim: int = 20
+    activation: str = "tanh"
+    likelihood: str = "bernoulli"
+    variance: str = "fixed"
+    sigma: float = 1.0
+    n_samples: int = 1
+    init: str = "normal"
+    init_std: float = 0.01
+
+    def __post_init__(self):
+        hidden = self.hidden
+        if isinstance(hidden, int) and not isinstance(hidden, bool):
+            hidden = (hidden,)
+        try:
+            hidden = tuple(hidden)
+        except TypeError:
+            raise ValueError(f"hidden: expected a tuple of layer widths such as (500,) or (), "
+                             f"got {self.hidden!r}") from None
+        object.__setattr__(self, "hidden", hidden)
+        _positive_int("x_dim", self.x_dim)
+        _positive_int("z_dim", self.z_dim)
+        _positive_int("n_samples", self.n_samples)
+        for i, width in enumerate(hidden):
+            _positive_int(f"hidden[{i}]", width)
+        _one_of("activation", self.activation, ACTIVATION_NAMES)
+        _one_of("likelihood", self.likelihood, LIKELIHOODS)
+        _one_of("variance", self.variance, VARIANCES)
+        _one_of("init", self.init, INITS)
+        if self.likelihood != "gaussian" and self.variance != "fixed":
+            raise ValueError(f"variance={self.variance!r} applies to likelihood='gaussian' only; "
+                             f"got likelihood={self.likelihood!r}: drop the variance argument")
+        for name in ("sigma", "init_std"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
+
+    @property
+    def gaussian_variance(self) -> str | None:
+        """The variance mode when the likelihood is Gaussian, else ``None``."""
+        return self.variance if self.likelihood == "gaussian" else None
+
+    @property
+    def pixels_in_unit_interval(self) -> bool:
+        """Bernoulli-type likelihoods are defined for x in [0, 1] only."""
+        return self.likelihood in ("bernoulli", "continuous_bernoulli")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VAEConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"VAEConfig: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
+        return cls(**d)
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+
+
+def _one_of(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {choices}, got {value!r}")

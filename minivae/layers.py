@@ -1,0 +1,104 @@
+"""Layers as forward/backward pairs, in the style of CS231n.
+
+Every forward returns ``(out, cache)``; the matching backward takes the upstream gradient ``dout``
+(the gradient of the scalar loss with respect to ``out``) and that cache, and returns the gradients
+with respect to the forward's inputs. Each pair can be read, and checked with finite differences, on
+its own. Shapes: ``N`` rows (examples), ``D`` input features, ``M`` output features.
+
+Only array API functions are used, through the namespace of the inputs, so the same lines run on
+NumPy, CuPy and array-api-strict.
+"""
+
+from __future__ import annotations
+
+from .backend import namespace_of
+
+
+def linear_forward(x, W, b):
+    """Affine map ``y = x @ W + b``.
+
+    x: (N, D), W: (D, M) -- stored as (in, out) so the forward is a plain ``x @ W`` -- b: (M,).
+    Returns y: (N, M) and the cache ``(x, W)``.
+    """
+    return x @ W + b, (x, W)
+
+
+def linear_backward(dy, cache, need_dx: bool = True):
+    """Gradients of ``y = x @ W + b``.
+
+    dy: (N, M). Returns ``(dx, dW, db)`` with shapes (N, D), (D, M), (M,):
+    ``dx = dy @ W^T``, ``dW = x^T @ dy``, ``db = sum_n dy``. With ``need_dx=False`` (the first layer,
+    whose input is data) ``dx`` is ``None`` and its matrix product is skipped.
+    """
+    x, W = cache
+    xp = namespace_of(dy)
+    dW = x.mT @ dy
+    db = xp.sum(dy, axis=0)
+    dx = dy @ W.mT if need_dx else None
+    return dx, dW, db
+
+
+def tanh_forward(a):
+    """``h = tanh(a)``, elementwise. Cache: ``h`` (the derivative is ``1 - h^2``)."""
+    h = namespace_of(a).tanh(a)
+    return h, h
+
+
+def tanh_backward(dh, cache):
+    """``da = dh * (1 - h^2)``."""
+    h = cache
+    return dh * (1.0 - h * h)
+
+
+def sigmoid(a):
+    """Logistic function ``1 / (1 + exp(-a))`` without overflow for any ``a`` (e.g. +-1e4)."""
+    xp = namespace_of(a)
+    e = xp.exp(-xp.abs(a))  # in (0, 1]: never overflows
+    return xp.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def softplus(a):
+    """``log(1 + exp(a))`` computed as ``max(a, 0) + log1p(exp(-|a|))``: stable for any ``a``."""
+    xp = namespace_of(a)
+    return xp.maximum(a, 0.0) + xp.log1p(xp.exp(-xp.abs(a)))
+
+
+def softplus_forward(a):
+    """``h = softplus(a)``. Cache: ``a`` (the derivative is ``sigmoid(a)``)."""
+    return softplus(a), a
+
+
+def softplus_backward(dh, cache):
+    """``da = dh * sigmoid(a)``."""
+    return dh * sigmoid(cache)
+
+
+def relu_forward(a):
+    """``h = max(a, 0)``. Cache: ``a``."""
+    return namespace_of(a).maximum(a, 0.0), a
+
+
+def relu_backward(dh, cache):
+    """``da = dh * [a > 0]`` (the subgradient 0 is taken at the kink ``a = 0``)."""
+    a = cache
+    return namespace_of(dh).where(a > 0, dh, 0.0)
+
+
+def sigmoid_forward(a):
+    """``y = sigmoid(a)``. Cache: ``y`` (the derivative is ``y (1 - y)``)."""
+    y = sigmoid(a)
+    return y, y
+
+
+def sigmoid_backward(dy, cache):
+    """``da = dy * y * (1 - y)``."""
+    y = cache
+    return dy * y * (1.0 - y)
+
+
+#: name -> (forward, backward) for the hidden-layer nonlinearities a config may choose.
+ACTIVATIONS = {
+    "tanh": (tanh_forward, tanh_backward),
+    "softplus": (softplus_forward, softplus_backward),
+    "relu": (relu_forward, relu_backward),
+}

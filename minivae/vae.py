@@ -1,0 +1,336 @@
+"""The VAE: parameters, encoder, decoder, and the negative ELBO with its hand-written gradient.
+
+    encoder  q(z|x) = N(mu, diag(exp(logvar))):  h = act(x @ W0 + b0) ...,  mu = h @ W_mu + b_mu,
+                                                 logvar = h @ W_logvar + b_logvar
+    sample   z = mu + exp(0.5 * logvar) * eps,   eps ~ N(0, I), L samples per example
+    decoder  p(x|z): an MLP from z to the likelihood's parameters (logits, or mean and logvar)
+    prior    p(z) = N(0, I)
+
+    loss = -ELBO = mean_b [ -(1/L) sum_l log p(x_b | z_bl) + KL(q(z|x_b) || p(z)) ]
+
+Shapes: B examples, D = x_dim, Z = z_dim, L = n_samples, H_i hidden widths. Parameters are a flat
+``dict[str, array]``; ``param_shapes(cfg)`` lists every name and shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .backend import Generator, backend_of, dtype_name, from_numpy, namespace_of
+from .config import VAEConfig
+from .distributions import (
+    bernoulli_log_prob_backward,
+    bernoulli_log_prob_forward,
+    continuous_bernoulli_log_prob_backward,
+    continuous_bernoulli_log_prob_forward,
+    gaussian_kl_backward,
+    gaussian_kl_forward,
+    gaussian_log_prob_backward,
+    gaussian_log_prob_forward,
+    reparameterize_backward,
+    reparameterize_forward,
+)
+from .layers import ACTIVATIONS, linear_backward, linear_forward
+
+__all__ = ["VAEConfig", "param_shapes", "init_params", "encode", "decode", "log_likelihood",
+           "forward", "backward", "loss_and_grads", "validate_params", "validate_data"]
+
+
+# --- parameters ----------------------------------------------------------------------------------
+
+def param_shapes(cfg: VAEConfig) -> dict[str, tuple[int, ...]]:
+    """Every parameter's name and shape, in a fixed order (encoder first)."""
+    shapes = {}
+    enc_sizes = (cfg.x_dim, *cfg.hidden)
+    for i in range(len(cfg.hidden)):
+        shapes[f"enc.W{i}"] = (enc_sizes[i], enc_sizes[i + 1])
+        shapes[f"enc.b{i}"] = (enc_sizes[i + 1],)
+    for head in ("mu", "logvar"):
+        shapes[f"enc.W_{head}"] = (enc_sizes[-1], cfg.z_dim)
+        shapes[f"enc.b_{head}"] = (cfg.z_dim,)
+    dec_sizes = (cfg.z_dim, *reversed(cfg.hidden))
+    for i in range(len(cfg.hidden)):
+        shapes[f"dec.W{i}"] = (dec_sizes[i], dec_sizes[i + 1])
+        shapes[f"dec.b{i}"] = (dec_sizes[i + 1],)
+    shapes["dec.W_out"] = (dec_sizes[-1], cfg.x_dim)
+    shapes["dec.b_out"] = (cfg.x_dim,)
+    if cfg.gaussian_variance == "per_pixel":
+        shapes["dec.W_logvar"] = (dec_sizes[-1], cfg.x_dim)
+        shapes["dec.b_logvar"] = (cfg.x_dim,)
+    elif cfg.gaussian_variance == "shared":
+        shapes["dec.logvar"] = ()
+    return shapes
+
+
+def init_params(cfg: VAEConfig, seed: int = 0, backend: str = "numpy", dtype: str = "float32",
+                init: str | None = None) -> dict:
+    """Fresh parameters for ``cfg`` on ``backend``, as ``dict[name, array]``.
+
+    ``init`` overrides ``cfg.init`` (``"normal"``, ``"uniform"`` or ``"glorot"``). The draws are
+    made on the host in float64 and then copied, so a seed gives the same model on every backend.
+    The shared ``dec.logvar`` starts at 0 (unit variance).
+    """
+    scheme = cfg.init if init is None else init
+    if scheme not in ("normal", "uniform", "glorot"):
+        raise ValueError(f"init: expected 'normal', 'uniform' or 'glorot', got {scheme!r}")
+    rng = Generator(seed, "numpy")
+    params = {}
+    for name, shape in param_shapes(cfg).items():
+        if shape == ():
+            value = 0.0
+        elif scheme == "normal":
+            value = cfg.init_std * rng.normal(shape, "float64")
+        else:
+            weight = name.split(".")[1].startswith("W")
+            fan_in = shape[0] if weight else _fan_in_of_bias(name, cfg)
+            if scheme == "uniform":
+                bound = 1.0 / math.sqrt(fan_in)
+            elif weight:
+                bound = math.sqrt(6.0 / (shape[0] + shape[1]))
+            else:
+                bound = 0.0  # glorot: zero biases
+            value = bound * (2.0 * rng.uniform(shape, "float64") - 1.0)
+        params[name] = from_numpy(value, backend, dtype)
+    return params
+
+
+def _fan_in_of_bias(name: str, cfg: VAEConfig) -> int:
+    return param_shapes(cfg)[name.replace(".b", ".W", 1)][0]
+
+
+# --- input checks ----------------------------------------------------------------------------------
+
+def validate_params(params: dict, cfg: VAEConfig) -> None:
+    """Raise ValueError unless ``params`` has exactly the names and shapes of ``cfg`` in one dtype."""
+    if not isinstance(params, dict):
+        raise ValueError(f"params: expected a dict of arrays from init_params, got {type(params).__name__}")
+    expected = param_shapes(cfg)
+    missing = [k for k in expected if k not in params]
+    extra = [k for k in params if k not in expected]
+    if missing or extra:
+        raise ValueError(f"params do not match the config: missing {missing}, unexpected {extra}; "
+                         f"were they made with init_params for this VAEConfig?")
+    dtypes = set()
+    for name, shape in expected.items():
+        got = tuple(params[name].shape)
+        if got != shape:
+            raise ValueError(f"params[{name!r}]: expected shape {shape} for this config, got {got}")
+        dtypes.add(dtype_name(params[name]))
+    if len(dtypes) != 1 or not dtypes <= {"float32", "float64"}:
+        raise ValueError(f"params: expected every array in one float dtype (float32 or float64), "
+                         f"got {sorted(dtypes)}")
+
+
+def validate_data(x, cfg: VAEConfig, dtype: str | None = None, name: str = "x") -> None:
+    """Raise ValueError unless ``x`` is a finite (B, x_dim) float array, in [0, 1] when required."""
+    shape = tuple(getattr(x, "shape", ()))
+    if not hasattr(x, "shape") or len(shape) != 2 or shape[1] != cfg.x_dim or shape[0] < 1:
+        raise ValueError(f"{name}: expected an array of shape (batch, {cfg.x_dim}), got "
+                         f"{shape if hasattr(x, 'shape') else type(x).__name__}; flatten images "
+                         f"to rows, e.g. x.reshape(len(x), -1)")
+    got = dtype_name(x)
+    if dtype is not None and got != dtype:
+        raise ValueError(f"{name}: expected dtype {dtype} (the parameters' dtype), got {got}; "
+                         f"convert it with backend.from_numpy(x, backend, dtype={dtype!r})")
+    xp = namespace_of(x)
+    if not bool(xp.all(xp.isfinite(x))):
+        raise ValueError(f"{name}: contains NaN or infinite values; clean or impute the data first")
+    if cfg.pixels_in_unit_interval:
+        lo, hi = float(xp.min(x)), float(xp.max(x))
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"{name}: likelihood {cfg.likelihood!r} needs values in [0, 1], got "
+                             f"values in [{lo:g}, {hi:g}]; scale pixels, e.g. x / 255")
+
+
+def _validate_eps(eps, cfg: VAEConfig, batch: int, dtype: str) -> None:
+    want = (cfg.n_samples, batch, cfg.z_dim)
+    shape = tuple(getattr(eps, "shape", ()))
+    if shape != want:
+        raise ValueError(f"eps: expected shape (n_samples, batch, z_dim) = {want}, got {shape}")
+    if dtype_name(eps) != dtype:
+        raise ValueError(f"eps: expected dtype {dtype} (the parameters' dtype), got {dtype_name(eps)}")
+
+
+def _check_same_backend(params, *arrays):
+    want = backend_of(next(iter(params.values())))
+    for name, a in arrays:
+        if backend_of(a) != want:
+            raise ValueError(f"{name} is a {backend_of(a)} array but the parameters live on "
+                             f"{want!r}; move it with backend.to_backend({name}, {want!r})")
+
+
+# --- the networks ------------------------------------------------------------------------------
+
+def _mlp_forward(params, prefix, h, n_layers, activation):
+    """Hidden layers ``h <- act(h @ W_i + b_i)``; returns the last ``h`` and per-layer caches."""
+    act_forward, _ = ACTIVATIONS[activation]
+    caches = []
+    for i in range(n_layers):
+        a, lin_cache = linear_forward(h, params[f"{prefix}.W{i}"], params[f"{prefix}.b{i}"])
+        h, act_cache = act_forward(a)
+        caches.append((lin_cache, act_cache))
+    return h, caches
+
+
+def _mlp_backward(dh, caches, prefix, activation, grads, need_dx):
+    """Backward through ``_mlp_forward``; fills ``grads`` and returns the input's gradient."""
+    _, act_backward = ACTIVATIONS[activation]
+    for i in reversed(range(len(caches))):
+        lin_cache, act_cache = caches[i]
+        da = act_backward(dh, act_cache)
+        dh, grads[f"{prefix}.W{i}"], grads[f"{prefix}.b{i}"] = linear_backward(
+            da, lin_cache, need_dx=need_dx or i > 0)
+    return dh
+
+
+def _encode(params, x, cfg):
+    h, mlp_caches = _mlp_forward(params, "enc", x, len(cfg.hidden), cfg.activation)   # (B, H)
+    mu, mu_cache = linear_forward(h, params["enc.W_mu"], params["enc.b_mu"])              # (B, Z)
+    logvar, lv_cache = linear_forward(h, params["enc.W_logvar"], params["enc.b_logvar"])  # (B, Z)
+    return mu, logvar, (mlp_caches, mu_cache, lv_cache)
+
+
+def _decode(params, z, cfg):
+    """z: (N, Z). Returns the likelihood's parameters as a dict of (N, D) arrays, and caches."""
+    h, mlp_caches = _mlp_forward(params, "dec", z, len(cfg.hidden), cfg.activation)  # (N, H)
+    out, out_cache = linear_forward(h, params["dec.W_out"], params["dec.b_out"])      # (N, D)
+    if cfg.likelihood != "gaussian":
+        return {"logits": out}, (mlp_caches, out_cache, None)
+    if cfg.variance == "per_pixel":
+        logvar, lv_cache = linear_forward(h, params["dec.W_logvar"], params["dec.b_logvar"])
+    elif cfg.variance == "shared":
+        logvar, lv_cache = params["dec.logvar"], None
+    else:
+        xp = namespace_of(out)
+        logvar = xp.asarray(2.0 * math.log(cfg.sigma), dtype=out.dtype, device=out.device)
+        lv_cache = None
+    return {"mean": out, "logvar": logvar}, (mlp_caches, out_cache, lv_cache)
+
+
+def encode(params: dict, x, cfg: VAEConfig):
+    """q(z|x): x (B, D) -> ``(mu, logvar)``, each (B, Z); ``logvar`` is log sigma^2."""
+    mu, logvar, _ = _encode(params, x, cfg)
+    return mu, logvar
+
+
+def decode(params: dict, z, cfg: VAEConfig) -> dict:
+    """p(x|z)'s parameters for z of shape (N, Z) or (L, B, Z).
+
+    Returns ``{"logits": (..., D)}`` for the Bernoulli and continuous Bernoulli, and
+    ``{"mean": (..., D), "logvar": ...}`` for the Gaussian, where ``logvar`` is (..., D) for the
+    per-pixel head and a () array for the fixed and shared variances.
+    """
+    lead = tuple(z.shape[:-1])
+    xp = namespace_of(z)
+    out, _ = _decode(params, xp.reshape(z, (-1, cfg.z_dim)), cfg)
+    return {k: (xp.reshape(v, (*lead, cfg.x_dim)) if v.ndim == 2 else v) for k, v in out.items()}
+
+
+def _log_likelihood_forward(x, dist, cfg):
+    """log p(x|z) summed over pixels: x (B, D), dist's arrays (L, B, D) -> (L, B), and a cache."""
+    if cfg.likelihood == "bernoulli":
+        return bernoulli_log_prob_forward(x, dist["logits"])
+    if cfg.likelihood == "continuous_bernoulli":
+        return continuous_bernoulli_log_prob_forward(x, dist["logits"])
+    return gaussian_log_prob_forward(x, dist["mean"], dist["logvar"])
+
+
+def log_likelihood(params: dict, x, z, cfg: VAEConfig):
+    """log p(x|z) for x (B, D) and z (L, B, Z): returns (L, B)."""
+    return _log_likelihood_forward(x, decode(params, z, cfg), cfg)[0]
+
+
+# --- the loss and its gradient --------------------------------------------------------------------
+
+def forward(params: dict, x, eps, cfg: VAEConfig, validate: bool = True):
+    """The negative ELBO. Returns ``(loss, cache, stats)``; ``cache`` feeds ``backward``.
+
+    x: (B, D) in the parameters' dtype and backend; eps: (L, B, Z) standard normal draws.
+    ``validate=False`` skips the input checks (for a training loop that checked its data once).
+    """
+    if validate:
+        validate_params(params, cfg)
+        _check_same_backend(params, ("x", x), ("eps", eps))
+        dtype = dtype_name(next(iter(params.values())))
+        validate_data(x, cfg, dtype)
+        _validate_eps(eps, cfg, x.shape[0], dtype)
+    xp = namespace_of(x)
+    L, B, Z = eps.shape
+    mu, logvar, enc_cache = _encode(params, x, cfg)                   # (B, Z) each
+    z, rep_cache = reparameterize_forward(mu, logvar, eps)            # (L, B, Z)
+    flat, dec_cache = _decode(params, xp.reshape(z, (L * B, Z)), cfg)
+    dist = {k: (xp.reshape(v, (L, B, cfg.x_dim)) if v.ndim == 2 else v) for k, v in flat.items()}
+    logp, lik_cache = _log_likelihood_forward(x, dist, cfg)          # (L, B)
+    kl, kl_cache = gaussian_kl_forward(mu, logvar)                    # (B,)
+    recon = -xp.sum(logp) / (L * B)
+    kl_mean = xp.sum(kl) / B
+    loss = recon + kl_mean
+    cache = (x, (L, B, Z), enc_cache, rep_cache, dec_cache, lik_cache, kl_cache)
+    stats = {"loss": float(loss), "recon": float(recon), "kl": float(kl_mean)}
+    return stats["loss"], cache, stats
+
+
+def backward(cache, cfg: VAEConfig) -> dict:
+    """The gradient of ``forward``'s loss with respect to every parameter (same names and shapes)."""
+    x, (L, B, Z), enc_cache, rep_cache, dec_cache, lik_cache, kl_cache = cache
+    xp = namespace_of(x)
+    grads = {}
+    # d loss / d log p(x|z_lb) = -1/(L B);  d loss / d KL_b = 1/B
+    dlogp = xp.full((L, B), -1.0 / (L * B), dtype=x.dtype, device=x.device)
+    dkl = xp.full((B,), 1.0 / B, dtype=x.dtype, device=x.device)
+
+    # likelihood -> decoder heads
+    mlp_caches, out_cache, lv_cache = dec_cache
+    if cfg.likelihood == "gaussian":
+        dout, dlogvar_x = gaussian_log_prob_backward(dlogp, lik_cache)           # (L, B, D)
+    elif cfg.likelihood == "bernoulli":
+        dout = bernoulli_log_prob_backward(dlogp, lik_cache)
+    else:
+        dout = continuous_bernoulli_log_prob_backward(dlogp, lik_cache)
+    dh, grads["dec.W_out"], grads["dec.b_out"] = linear_backward(
+        xp.reshape(dout, (L * B, cfg.x_dim)), out_cache)                          # (L B, H)
+    if cfg.gaussian_variance == "per_pixel":
+        dh_lv, grads["dec.W_logvar"], grads["dec.b_logvar"] = linear_backward(
+            xp.reshape(dlogvar_x, (L * B, cfg.x_dim)), lv_cache)
+        dh += dh_lv  # h fans out to the mean and the logvar heads
+    elif cfg.gaussian_variance == "shared":
+        grads["dec.logvar"] = xp.sum(dlogvar_x)                                  # ()
+
+    # decoder trunk -> z -> (mu, logvar)
+    dz = _mlp_backward(dh, mlp_caches, "dec", cfg.activation, grads, need_dx=True)  # (L B, Z)
+    dmu, dlogvar = reparameterize_backward(xp.reshape(dz, (L, B, Z)), rep_cache)      # (B, Z)
+    dmu_kl, dlogvar_kl = gaussian_kl_backward(dkl, kl_cache)
+    dmu += dmu_kl           # mu and logvar fan out to the sample and the KL
+    dlogvar += dlogvar_kl
+
+    # encoder heads -> encoder trunk (no gradient for the data x)
+    enc_mlp_caches, mu_cache, lv_enc_cache = enc_cache
+    need_dh = len(cfg.hidden) > 0
+    dh_mu, grads["enc.W_mu"], grads["enc.b_mu"] = linear_backward(dmu, mu_cache, need_dx=need_dh)
+    dh_lv, grads["enc.W_logvar"], grads["enc.b_logvar"] = linear_backward(
+        dlogvar, lv_enc_cache, need_dx=need_dh)
+    if need_dh:
+        _mlp_backward(dh_mu + dh_lv, enc_mlp_caches, "enc", cfg.activation, grads, need_dx=False)
+    return {name: grads[name] for name in param_shapes(cfg)}
+
+
+def relu_masks(cache) -> list:
+    """The on/off pattern ``a > 0`` of every ReLU layer in a ``forward`` cache (encoder, decoder).
+
+    A ReLU layer's cache is its pre-activation ``a``; the gradient checker compares these masks
+    across a stencil's points to find elements whose stencil straddles a kink.
+    """
+    enc_cache, dec_cache = cache[2], cache[4]
+    return [act_cache > 0 for _, act_cache in (*enc_cache[0], *dec_cache[0])]
+
+
+def loss_and_grads(params: dict, x, eps, cfg: VAEConfig, validate: bool = True):
+    """The negative ELBO and its gradient: returns ``(loss, grads, stats)``.
+
+    params: from ``init_params``; x: (B, D); eps: (n_samples, B, z_dim) standard normal draws.
+    ``loss`` is -ELBO averaged over the batch (summed over pixels and latent dimensions, averaged
+    over the L samples), a Python float. ``grads`` has exactly the keys and shapes of ``params``.
+    ``stats`` has ``loss``, ``recon`` (mean -log p(x|z)) and ``kl`` (mean KL(q(z|x) || p(z))).
+    """
+    loss, cache, stats = forward(params, x, eps, cfg, validate=validate)
+    return loss, backward(cache, cfg), stats

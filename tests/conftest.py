@@ -1,0 +1,27 @@
+"""Every core test runs on each backend: numpy, strict (array-api-strict on its emulated device),
+and cupy when a CUDA device is present."""
+
+import pytest
+
+from minivae import backend as B
+
+
+def _backend_params():
+    marks = {"cupy": pytest.mark.skipif(not B.is_available("cupy"),
+                                        reason="CuPy with a CUDA device not available")}
+    return [pytest.param(name, marks=marks.get(name, ())) for name in B.BACKENDS]
+
+
+@pytest.fixture(params=_backend_params())
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def xp(backend):
+    return B.namespace(backend)
+
+
+@pytest.fixture
+def rng(backend):
+    return B.Generator(1234, backend)
