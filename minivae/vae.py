@@ -23,6 +23,7 @@ from .distributions import (
     bernoulli_log_prob_forward,
     continuous_bernoulli_log_prob_backward,
     continuous_bernoulli_log_prob_forward,
+    continuous_bernoulli_mean,
     gaussian_kl_backward,
     gaussian_kl_forward,
     gaussian_log_prob_backward,
@@ -30,10 +31,10 @@ from .distributions import (
     reparameterize_backward,
     reparameterize_forward,
 )
-from .layers import ACTIVATIONS, linear_backward, linear_forward
+from .layers import ACTIVATIONS, linear_backward, linear_forward, sigmoid
 
 __all__ = ["VAEConfig", "param_shapes", "init_params", "encode", "decode", "log_likelihood",
-           "forward", "backward", "loss_and_grads", "validate_params", "validate_data"]
+           "likelihood_mean", "forward", "backward", "loss_and_grads", "validate_params", "validate_data"]
 
 
 # --- parameters ----------------------------------------------------------------------------------
@@ -233,6 +234,19 @@ def _log_likelihood_forward(x, dist, cfg):
     if cfg.likelihood == "continuous_bernoulli":
         return continuous_bernoulli_log_prob_forward(x, dist["logits"])
     return gaussian_log_prob_forward(x, dist["mean"], dist["logvar"])
+
+
+def likelihood_mean(dist: dict, cfg: VAEConfig):
+    """E[x|z] under p(x|z) from ``decode``'s output: what to draw as the "reconstruction".
+
+    Bernoulli: ``sigmoid(logits)``; continuous Bernoulli: its mean, which is *not* the sigmoid;
+    Gaussian: the mean head.
+    """
+    if cfg.likelihood == "bernoulli":
+        return sigmoid(dist["logits"])
+    if cfg.likelihood == "continuous_bernoulli":
+        return continuous_bernoulli_mean(dist["logits"])
+    return dist["mean"]
 
 
 def log_likelihood(params: dict, x, z, cfg: VAEConfig):

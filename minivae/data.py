@@ -1,0 +1,351 @@
+"""Data sets: an IDX reader, verified downloads with a cache, binarization, bundled and toy data.
+
+Everything here is host-side NumPy; training moves batches onto its backend.
+
+IDX data sets (``mnist``, ``fashion-mnist``) are looked for, in order, in
+
+1. ``data_dir`` (the CLI's ``--data-dir``) or else the ``MINIVAE_DATA`` environment variable,
+2. the user cache, ``$XDG_CACHE_HOME/minivae/<name>`` (default ``~/.cache/minivae/<name>``),
+3. the system locations where packages install them (Debian's ``dataset-fashion-mnist`` puts
+   Fashion-MNIST in ``/usr/share/datasets/fashion-mnist``),
+4. and finally downloaded from the data set's public mirrors into the cache: each file is written to
+   ``<file>.part``, its SHA-256 checked against the published archive's, and only then renamed.
+
+Files found locally are checked by structure (magic number, dimensions, exact length, labels
+matching images), since a packaged copy may be recompressed; downloads are checked by checksum too.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import struct
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """A data file is missing, corrupt or truncated, or a download failed its checksum."""
+
+
+# --- the IDX format ---------------------------------------------------------------------------
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (gzipped when its name ends in .gz) into an array, checking it whole.
+
+    The header is two zero bytes, a type code, the number of dimensions, then each dimension as a
+    big-endian uint32; the payload must hold exactly the product of the dimensions. Anything else
+    raises ``DataError`` naming the file and the problem.
+    """
+    path = Path(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: cannot be read as {'gzip' if path.suffix == '.gz' else 'a file'} "
+                        f"({e}); the file is corrupt or truncated: delete it and fetch it again") from None
+    if len(raw) < 4:
+        raise DataError(f"{path}: only {len(raw)} bytes, too short for an IDX header (truncated?)")
+    zero, code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or code not in _IDX_DTYPES or ndim == 0:
+        raise DataError(f"{path}: wrong magic number {raw[:4].hex()} (expected 0000 then a type "
+                        f"code in {[hex(c) for c in _IDX_DTYPES]} and a dimension count): not an IDX file")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: header announces {ndim} dimensions but the file ends after "
+                        f"{len(raw)} bytes (truncated)")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_IDX_DTYPES[code])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    got = len(raw) - header
+    if got != expected:
+        what = "truncated" if got < expected else "has trailing bytes"
+        raise DataError(f"{path}: dimensions {dims} need {expected} bytes of data, found {got}: "
+                        f"the file {what}; delete it and fetch it again")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    """Write ``array`` as an IDX file (gzipped when the name ends in .gz); used by tests and tools."""
+    codes = {np.dtype(v).newbyteorder(">").str if np.dtype(v).itemsize > 1 else np.dtype(v).str: k
+             for k, v in _IDX_DTYPES.items()}
+    a = np.asarray(array)
+    key = a.dtype.newbyteorder(">").str if a.dtype.itemsize > 1 else a.dtype.str
+    if key not in codes:
+        raise ValueError(f"write_idx: unsupported dtype {a.dtype}")
+    payload = struct.pack(">HBB", 0, codes[key], a.ndim) + struct.pack(f">{a.ndim}I", *a.shape)
+    payload += a.astype(a.dtype.newbyteorder(">")).tobytes()
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(payload)
+
+
+# --- IDX data sets: where they are, and how to get them ----------------------------------------------
+
+@dataclass(frozen=True)
+class IdxSource:
+    """An IDX data set: its four files with their archives' SHA-256, mirrors and system folders."""
+    name: str
+    files: dict           # role -> (file name, sha256 of the published .gz)
+    mirrors: tuple        # base URLs, tried in order
+    system_dirs: tuple = ()
+    n_train: int = 60000
+    n_test: int = 10000
+    image_shape: tuple = (28, 28)
+
+
+IDX_SOURCES = {
+    "mnist": IdxSource(
+        "mnist",
+        {"train_images": ("train-images-idx3-ubyte.gz",
+                          "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+         "train_labels": ("train-labels-idx1-ubyte.gz",
+                          "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+         "test_images": ("t10k-images-idx3-ubyte.gz",
+                         "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+         "test_labels": ("t10k-labels-idx1-ubyte.gz",
+                         "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6")},
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/",
+         "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+        ("/usr/share/datasets/mnist",),
+    ),
+    "fashion-mnist": IdxSource(
+        "fashion-mnist",
+        {"train_images": ("train-images-idx3-ubyte.gz",
+                          "08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc"),
+         "train_labels": ("train-labels-idx1-ubyte.gz",
+                          "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc"),
+         "test_images": ("t10k-images-idx3-ubyte.gz",
+                         "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229"),
+         "test_labels": ("t10k-labels-idx1-ubyte.gz",
+                         "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf")},
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        ("/usr/share/datasets/fashion-mnist",),
+    ),
+}
+
+
+def cache_dir(name: str) -> Path:
+    """The user cache folder of a data set: ``$XDG_CACHE_HOME/minivae/<name>``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "minivae" / name
+
+
+def _candidate_dirs(source: IdxSource, data_dir=None) -> list[Path]:
+    first = data_dir or os.environ.get("MINIVAE_DATA")
+    dirs = []
+    if first:
+        dirs += [Path(first) / source.name, Path(first)]
+    dirs.append(cache_dir(source.name))
+    dirs += [Path(d) for d in source.system_dirs]
+    return dirs
+
+
+def _find_file(directory: Path, gz_name: str) -> Path | None:
+    for candidate in (directory / gz_name, directory / gz_name[:-3]):  # gzipped or raw
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def locate(name: str, data_dir=None) -> dict | None:
+    """Paths of a data set's four files in the first folder that holds all four, else ``None``."""
+    source = _source(name)
+    for directory in _candidate_dirs(source, data_dir):
+        paths = {role: _find_file(directory, f) for role, (f, _) in source.files.items()}
+        if all(paths.values()):
+            return paths
+    return None
+
+
+def _source(name: str) -> IdxSource:
+    if name not in IDX_SOURCES:
+        raise ValueError(f"data set {name!r} is not an IDX data set; expected one of {sorted(IDX_SOURCES)}")
+    return IDX_SOURCES[name]
+
+
+def sha256_of(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(url: str, dest, sha256: str, progress: bool = True, timeout: float = 30.0) -> Path:
+    """Download ``url`` to ``dest`` through ``dest.part``, renaming only after the SHA-256 matches.
+
+    A mismatch deletes the partial file and raises ``DataError``; a network failure raises
+    ``DataError`` that says how to put the file in place by hand.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            bar = _progress_bar(total, dest.name, progress)
+            h = hashlib.sha256()
+            for chunk in iter(lambda: response.read(1 << 16), b""):
+                out.write(chunk)
+                h.update(chunk)
+                bar.update(len(chunk))
+            bar.close()
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        part.unlink(missing_ok=True)
+        raise DataError(f"could not download {url}: {getattr(e, 'reason', e)}") from None
+    if h.hexdigest() != sha256:
+        part.unlink(missing_ok=True)
+        raise DataError(f"{url}: checksum mismatch (sha256 {h.hexdigest()}, expected {sha256}); "
+                        f"the download is corrupt or the mirror changed the file; nothing was kept")
+    os.replace(part, dest)
+    return dest
+
+
+def _progress_bar(total, desc, enabled):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, disable=not enabled,
+                file=sys.stderr, leave=False)
+
+
+def fetch(name: str, data_dir=None, progress: bool = True, mirrors=None) -> dict:
+    """Make sure a data set's files are on disk; return their paths (downloading when needed)."""
+    source = _source(name)
+    found = locate(name, data_dir)
+    if found:
+        return found
+    target = cache_dir(name) if not (data_dir or os.environ.get("MINIVAE_DATA")) else \
+        Path(data_dir or os.environ["MINIVAE_DATA"]) / name
+    paths, errors = {}, []
+    for role, (filename, sha) in source.files.items():
+        existing = _find_file(target, filename)
+        if existing:
+            paths[role] = existing
+            continue
+        for base in mirrors or source.mirrors:
+            try:
+                paths[role] = download(base + filename, target / filename, sha, progress)
+                break
+            except DataError as e:
+                errors.append(str(e))
+        else:
+            looked = ", ".join(str(d) for d in _candidate_dirs(source, data_dir))
+            raise DataError(
+                f"data set {name!r}: {filename} is not on this machine and could not be downloaded "
+                f"({'; '.join(errors)}). Looked in: {looked}. With no network, copy the four files "
+                f"{[f for f, _ in source.files.values()]} into a folder and pass --data-dir (or set "
+                f"MINIVAE_DATA)" + ("; on Debian: apt install dataset-fashion-mnist"
+                                    if name == "fashion-mnist" else ""))
+    return paths
+
+
+# --- data sets as arrays ---------------------------------------------------------------------------
+
+@dataclass
+class Dataset:
+    """Flattened images in [0, 1] (float32) with integer labels; ``image_shape`` to draw them."""
+    name: str
+    x_train: np.ndarray   # (N_train, D)
+    y_train: np.ndarray   # (N_train,)
+    x_test: np.ndarray    # (N_test, D)
+    y_test: np.ndarray    # (N_test,)
+    image_shape: tuple
+
+    @property
+    def x_dim(self) -> int:
+        return self.x_train.shape[1]
+
+
+def load_idx_dataset(name: str, data_dir=None, progress: bool = True) -> Dataset:
+    """MNIST or Fashion-MNIST, 60k/10k, pixels scaled to [0, 1]."""
+    source = _source(name)
+    paths = fetch(name, data_dir, progress)
+    arrays = {role: read_idx(p) for role, p in paths.items()}
+    for split, n in (("train", source.n_train), ("test", source.n_test)):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.shape != (n, *source.image_shape):
+            raise DataError(f"{paths[f'{split}_images']}: expected images of shape "
+                            f"{(n, *source.image_shape)}, got {images.shape}")
+        if labels.shape != (images.shape[0],):
+            raise DataError(f"{paths[f'{split}_labels']}: {labels.shape[0] if labels.ndim else 0} "
+                            f"labels for {images.shape[0]} images in {paths[f'{split}_images']}")
+    flat = {k: v.reshape(len(v), -1).astype(np.float32) / np.float32(255.0)
+            for k, v in arrays.items() if k.endswith("images")}
+    return Dataset(name, flat["train_images"], arrays["train_labels"].astype(np.int64),
+                   flat["test_images"], arrays["test_labels"].astype(np.int64), source.image_shape)
+
+
+def load_digits(n_test: int = 300) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1797 images, 0..16), scaled to [0, 1].
+
+    The split is deterministic: a permutation with a fixed seed, the last ``n_test`` for testing.
+    """
+    from sklearn.datasets import load_digits as sk_digits
+    d = sk_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(x))
+    train, test = order[:-n_test], order[-n_test:]
+    return Dataset("digits", x[train], d.target[train].astype(np.int64), x[test],
+                   d.target[test].astype(np.int64), (8, 8))
+
+
+def make_bars(n: int = 2000, size: int = 4, seed: int = 0, n_test: int | None = None) -> Dataset:
+    """A toy binary image set: each ``size x size`` image shows one horizontal or vertical bar.
+
+    ``2 * size`` equally likely images; label = bar index (0..size-1 rows, size.. columns).
+    Small enough that exact log p(x) over a grid of a 1-2-D latent is cheap.
+    """
+    rng = np.random.default_rng(seed)
+    n_test = n // 5 if n_test is None else n_test
+    labels = rng.integers(0, 2 * size, n + n_test)
+    images = np.zeros((n + n_test, size, size), np.float32)
+    for i, k in enumerate(labels):
+        if k < size:
+            images[i, k, :] = 1
+        else:
+            images[i, :, k - size] = 1
+    x = images.reshape(len(images), -1)
+    return Dataset("bars", x[:n], labels[:n], x[n:], labels[n:], (size, size))
+
+
+def load_dataset(name: str, data_dir=None, progress: bool = True) -> Dataset:
+    """A data set by name: ``digits`` (bundled), ``bars`` (generated), ``mnist``, ``fashion-mnist``."""
+    if name == "digits":
+        return load_digits()
+    if name == "bars":
+        return make_bars()
+    if name in IDX_SOURCES:
+        return load_idx_dataset(name, data_dir, progress)
+    raise ValueError(f"dataset: expected one of {DATASETS}, got {name!r}")
+
+
+DATASETS = ("digits", "bars", *IDX_SOURCES)
+BINARIZE = ("none", "static", "dynamic")
+
+
+def binarize_static(x: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Pixels above ``threshold`` become 1, the rest 0 (done once, before training)."""
+    return (x > threshold).astype(x.dtype)
+
+
+def binarize_dynamic(x, u):
+    """A fresh Bernoulli draw per pixel: ``1[u < x]`` for uniform ``u`` (any backend).
+
+    Done anew at every use (every epoch), as in the IWAE paper, so the model sees binary data whose
+    expectation is the grayscale image.
+    """
+    from .backend import namespace_of
+    return namespace_of(x, u).astype(u < x, x.dtype)

@@ -1,0 +1,140 @@
+"""Figures, drawn with matplotlib (headless) into a run folder.
+
+reconstructions.png  inputs (top rows) beside their reconstructions E[x|z], z ~ q(z|x)
+samples.png          E[x|z] for z ~ p(z) = N(0, I)
+manifold.png         2-D latent only: a grid of z pushed through the inverse Gaussian CDF and
+                     decoded, as in the paper's Figure 4
+latent.png           2-D latent only: the test set's posterior means, colored by label
+curves.png           train and test -ELBO, recon and KL per epoch
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+
+from .backend import Generator, from_numpy, to_numpy
+from .vae import decode, encode, likelihood_mean
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def image_grid(images: np.ndarray, image_shape, ncols: int, pad: int = 1) -> np.ndarray:
+    """Tile (n, D) images into one 2-D array, ``ncols`` per row, with ``pad`` pixels between."""
+    h, w = image_shape
+    n = len(images)
+    nrows = -(-n // ncols)
+    grid = np.ones((nrows * (h + pad) + pad, ncols * (w + pad) + pad), np.float32)
+    for i, img in enumerate(images):
+        r, c = divmod(i, ncols)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h,
+             pad + c * (w + pad): pad + c * (w + pad) + w] = np.clip(img.reshape(h, w), 0, 1)
+    return grid
+
+
+def _save_grid(grid, path, title):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 6 * grid.shape[0] / grid.shape[1] + 0.4))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(title)
+    ax.axis("off")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _mean_image(params, z, cfg) -> np.ndarray:
+    return to_numpy(likelihood_mean(decode(params, z, cfg), cfg))
+
+
+def plot_reconstructions(params, cfg, x: np.ndarray, image_shape, path, backend="numpy",
+                         dtype="float32", n: int = 16, seed: int = 0):
+    """Top row: the first ``n`` inputs; bottom row: E[x|z] with z drawn from q(z|x)."""
+    xb = from_numpy(x[:n], backend, dtype)
+    mu, logvar = (to_numpy(a) for a in encode(params, xb, cfg))
+    eps = np.random.default_rng(seed).standard_normal(mu.shape)
+    z = from_numpy(mu + np.exp(0.5 * logvar) * eps, backend, dtype)
+    recon = _mean_image(params, z, cfg)
+    _save_grid(image_grid(np.concatenate([x[:n], recon]), image_shape, n), path,
+               "inputs (top) and reconstructions E[x|z], z ~ q(z|x) (bottom)")
+
+
+def plot_samples(params, cfg, image_shape, path, backend="numpy", dtype="float32", n: int = 64,
+                 seed: int = 0):
+    """E[x|z] for ``n`` draws z ~ N(0, I)."""
+    z = Generator(seed, backend).normal((n, cfg.z_dim), dtype)
+    _save_grid(image_grid(_mean_image(params, z, cfg), image_shape, int(np.sqrt(n))), path,
+               "samples: E[x|z], z ~ p(z)")
+
+
+def plot_manifold(params, cfg, image_shape, path, backend="numpy", dtype="float32", n: int = 20):
+    """The learned 2-D manifold: z on a grid of the inverse Gaussian CDF of (0.05 .. 0.95)^2."""
+    if cfg.z_dim != 2:
+        raise ValueError(f"plot_manifold needs z_dim == 2, got {cfg.z_dim}")
+    q = np.linspace(0.05, 0.95, n)
+    values = np.array([NormalDist().inv_cdf(p) for p in q])
+    z = np.array([[zx, zy] for zy in values[::-1] for zx in values])
+    images = _mean_image(params, from_numpy(z, backend, dtype), cfg)
+    _save_grid(image_grid(images, image_shape, n), path,
+               "learned manifold: z = inverse Gaussian CDF of a uniform grid")
+
+
+def plot_latent(params, cfg, x: np.ndarray, labels: np.ndarray, path, backend="numpy",
+                dtype="float32"):
+    """The posterior means E_q[z] of ``x`` in a 2-D latent space, colored by label."""
+    mu = to_numpy(encode(params, from_numpy(x, backend, dtype), cfg)[0])
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", s=6)
+    fig.colorbar(sc, ax=ax, label="label")
+    ax.set_xlabel("$z_1$")
+    ax.set_ylabel("$z_2$")
+    ax.set_title("test set: posterior means $E_q[z]$")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_curves(metrics_csv, path):
+    """-ELBO, reconstruction and KL, train and test, against the epoch."""
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    epoch = [int(r["epoch"]) for r in rows]
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, key, title in zip(axes, ("loss", "recon", "kl"),
+                              ("-ELBO (nats)", "reconstruction -log p(x|z)", "KL(q(z|x) || p(z))")):
+        for split, style in (("train", "-"), ("test", "--")):
+            ax.plot(epoch, [float(r[f"{split}_{key}"]) for r in rows], style, label=split)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def make_figures(run_dir, params, cfg, data, backend="numpy", dtype="float32") -> list[Path]:
+    """Every figure that applies to this run, written into ``run_dir``; returns their paths."""
+    run_dir = Path(run_dir)
+    paths = []
+    shape = data.image_shape
+    plot_reconstructions(params, cfg, data.x_test, shape, run_dir / "reconstructions.png", backend, dtype)
+    plot_samples(params, cfg, shape, run_dir / "samples.png", backend, dtype)
+    paths += [run_dir / "reconstructions.png", run_dir / "samples.png"]
+    if cfg.z_dim == 2:
+        plot_manifold(params, cfg, shape, run_dir / "manifold.png", backend, dtype)
+        plot_latent(params, cfg, data.x_test, data.y_test, run_dir / "latent.png", backend, dtype)
+        paths += [run_dir / "manifold.png", run_dir / "latent.png"]
+    if (run_dir / "metrics.csv").is_file():
+        plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
+        paths.append(run_dir / "curves.png")
+    return paths

@@ -1,0 +1,266 @@
+"""The training loop: minibatches, the optimizer, metrics, checkpoints, resume, and the NaN guard.
+
+A run lives in one folder::
+
+    run.json         the model and training configs (what ``--resume`` reads back)
+    metrics.csv      one row per epoch: train and test -ELBO, recon, KL, seconds
+    checkpoint.npz   parameters and optimizer state (see checkpoint.py), written every epoch,
+    checkpoint.json  on Ctrl-C, and at the end
+
+Every random draw is keyed by the run's seed and its position: the permutation of epoch e by
+``(seed, 0, e)``, the noise (and dynamic binarization) of step s of epoch e by ``(seed, 1, e, s)``.
+So a run stopped anywhere and resumed draws exactly what an uninterrupted run would have, and
+ends with the same parameters, bit for bit.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import optim
+from .backend import Generator, from_numpy, namespace
+from .bounds import evaluate
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import VAEConfig
+from .data import BINARIZE, DATASETS, Dataset, binarize_dynamic, binarize_static, load_dataset
+from .vae import init_params, loss_and_grads, validate_data
+
+METRICS = ["epoch", "step", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
+           "test_kl", "seconds", "elapsed"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """How to train. ``lr=None`` takes the optimizer's default (Adam 1e-3, Adagrad/SGD 1e-2)."""
+    dataset: str = "digits"
+    epochs: int = 50
+    batch_size: int = 100
+    optimizer: str = "adam"
+    lr: float | None = None
+    weight_decay: float = 0.0
+    opt_eps: float | None = None
+    binarize: str = "none"
+    seed: int = 0
+    backend: str = "numpy"
+    dtype: str = "float32"
+    max_steps: int | None = None
+    data_dir: str | None = None
+
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset: expected one of {DATASETS}, got {self.dataset!r}")
+        if self.optimizer not in optim.RULES:
+            raise ValueError(f"optimizer: expected one of {sorted(optim.RULES)}, got {self.optimizer!r}")
+        if self.binarize not in BINARIZE:
+            raise ValueError(f"binarize: expected one of {BINARIZE}, got {self.binarize!r}")
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr: expected a positive learning rate, got {self.lr!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
+
+    def hyper(self) -> dict:
+        """The optimizer's hyperparameters for ``optim.step``."""
+        h = {"weight_decay": self.weight_decay}
+        if self.lr is not None:
+            h["lr"] = self.lr
+        if self.opt_eps is not None:
+            h["eps"] = self.opt_eps
+        return h
+
+
+def prepare_data(data: Dataset, tcfg: TrainConfig):
+    """Static binarization (once) and the fixed binarization of the test set for 'dynamic'."""
+    import numpy as np
+    x_train, x_test = data.x_train, data.x_test
+    if tcfg.binarize == "static":
+        x_train, x_test = binarize_static(x_train), binarize_static(x_test)
+    elif tcfg.binarize == "dynamic":  # the test set is binarized once, with a fixed draw
+        u = np.random.default_rng([tcfg.seed, 2]).random(x_test.shape, dtype=np.float32)
+        x_test = (u < x_test).astype(np.float32)
+    return x_train, x_test
+
+
+def _save_run_config(out: Path, mcfg: VAEConfig, tcfg: TrainConfig) -> None:
+    record = {"model": mcfg.to_dict(), "train": dataclasses.asdict(tcfg)}
+    (out / "run.json").write_text(json.dumps(record, indent=1))
+
+
+def load_run_config(out) -> tuple[VAEConfig, TrainConfig]:
+    """The configs of the run folder ``out``."""
+    path = Path(out) / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a minivae run folder (no run.json); train one with "
+                                f"`python -m minivae train --out {out}`")
+    record = json.loads(path.read_text())
+    return VAEConfig.from_dict(record["model"]), TrainConfig(**record["train"])
+
+
+def _read_metrics(path: Path, before_epoch: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [row for row in csv.DictReader(f) if int(row["epoch"]) < before_epoch]
+
+
+def _write_metrics(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRICS)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+class _StopFlag:
+    """Turns Ctrl-C into a flag checked between steps, so a step is never cut in half."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: Ctrl-C cannot reach us anyway
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
+          resume: bool = False, progress: bool = True, callback=None, log=print) -> dict:
+    """Train a VAE into the run folder ``out``; returns a summary dict.
+
+    ``resume=True`` continues from ``out``'s checkpoint (its configs must match the ones given).
+    ``callback(epoch, step, stats)``, if given, is called after every step. Raises
+    ``TrainingDiverged`` when the loss is not finite.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    xp = namespace(tcfg.backend)
+    if data is None:
+        data = load_dataset(tcfg.dataset, tcfg.data_dir, progress)
+    if data.x_dim != mcfg.x_dim:
+        raise ValueError(f"x_dim: the model has x_dim={mcfg.x_dim} but data set {data.name!r} has "
+                         f"{data.x_dim} pixels per example")
+    x_train_host, x_test_host = prepare_data(data, tcfg)
+    x_train = from_numpy(x_train_host, tcfg.backend, tcfg.dtype)
+    x_test = from_numpy(x_test_host, tcfg.backend, tcfg.dtype)
+    validate_data(x_train, mcfg, tcfg.dtype, name=f"{data.name} training data")
+    validate_data(x_test, mcfg, tcfg.dtype, name=f"{data.name} test data")
+    N = x_train.shape[0]
+    n_batches = math.ceil(N / tcfg.batch_size)
+
+    ckpt = out / "checkpoint"
+    if resume:
+        params, saved_cfg, opt_state, meta = load_checkpoint(ckpt, tcfg.backend, tcfg.dtype, expect=mcfg)
+        epoch0, step0 = meta["epoch"], meta["step"]
+        global_step, sums, elapsed = meta["global_step"], meta["sums"], meta["elapsed"]
+        log(f"resuming {out} at epoch {epoch0 + 1}, step {step0} (global step {global_step})")
+    else:
+        params = init_params(mcfg, seed=tcfg.seed, backend=tcfg.backend, dtype=tcfg.dtype)
+        opt_state, epoch0, step0, global_step, elapsed = {}, 0, 0, 0, 0.0
+        sums = [0.0, 0.0, 0.0, 0]
+    _save_run_config(out, mcfg, tcfg)
+    rows = _read_metrics(out / "metrics.csv", before_epoch=epoch0 + 1)  # the completed epochs
+    _write_metrics(out / "metrics.csv", rows)
+
+    def checkpoint(epoch, step):
+        meta = {"epoch": epoch, "step": step, "global_step": global_step, "sums": sums,
+                "elapsed": elapsed, "train": dataclasses.asdict(tcfg)}
+        save_checkpoint(ckpt, params, mcfg, opt_state, meta)
+
+    def eval_test():
+        stats = evaluate(params, x_test, mcfg, Generator((tcfg.seed, 3), tcfg.backend))
+        return {"test_loss": -stats["elbo"], "test_recon": stats["recon"], "test_kl": stats["kl"]}
+
+    from tqdm import tqdm
+    status = "finished"
+    hyper = tcfg.hyper()
+    with _StopFlag() as stop:
+        for epoch in range(epoch0, tcfg.epochs):
+            perm = Generator((tcfg.seed, 0, epoch), "numpy").permutation(N)
+            start = time.perf_counter()
+            first = step0 if epoch == epoch0 else 0
+            if first == 0:
+                sums = [0.0, 0.0, 0.0, 0]
+            bar = tqdm(total=n_batches, initial=first, desc=f"epoch {epoch + 1}/{tcfg.epochs}",
+                       disable=not progress, leave=False, file=sys.stderr)
+            for step in range(first, n_batches):
+                idx = from_numpy(perm[step * tcfg.batch_size:(step + 1) * tcfg.batch_size], tcfg.backend)
+                xb = xp.take(x_train, idx, axis=0)                                   # (B, D)
+                rng = Generator((tcfg.seed, 1, epoch, step), tcfg.backend)
+                if tcfg.binarize == "dynamic":
+                    xb = binarize_dynamic(xb, rng.uniform(tuple(xb.shape), tcfg.dtype))
+                eps = rng.normal((mcfg.n_samples, xb.shape[0], mcfg.z_dim), tcfg.dtype)
+                loss, grads, stats = loss_and_grads(params, xb, eps, mcfg, validate=False)
+                if not math.isfinite(loss):
+                    bar.close()
+                    kept = (f"the last good checkpoint is {ckpt}.npz/.json" if ckpt.with_suffix(".json").is_file()
+                            else "no checkpoint had been written yet")
+                    raise TrainingDiverged(
+                        f"the loss became {loss} at epoch {epoch + 1}, step {step + 1} (global step "
+                        f"{global_step + 1}); {kept}. Try a smaller --lr, or float64.")
+                optim.step(params, grads, opt_state, tcfg.optimizer, **hyper)
+                global_step += 1
+                B = xb.shape[0]
+                sums = [sums[0] + loss * B, sums[1] + stats["recon"] * B, sums[2] + stats["kl"] * B,
+                        sums[3] + B]
+                bar.set_postfix_str(f"-ELBO {sums[0] / sums[3]:.3f}", refresh=False)
+                bar.update(1)
+                if callback is not None:
+                    callback(epoch, step, stats)
+                hit_max = tcfg.max_steps is not None and global_step >= tcfg.max_steps
+                if (stop.requested or hit_max) and step + 1 < n_batches:
+                    elapsed += time.perf_counter() - start
+                    bar.close()
+                    checkpoint(epoch, step + 1)
+                    status = "interrupted" if stop.requested else "max_steps"
+                    break
+            else:
+                bar.close()
+                seconds = time.perf_counter() - start
+                elapsed += seconds
+                row = {"epoch": epoch + 1, "step": global_step, "train_loss": sums[0] / sums[3],
+                       "train_recon": sums[1] / sums[3], "train_kl": sums[2] / sums[3],
+                       **eval_test(), "seconds": seconds, "elapsed": elapsed}
+                rows.append(row)
+                _write_metrics(out / "metrics.csv", rows)
+                checkpoint(epoch + 1, 0)
+                log(f"epoch {epoch + 1:>4}  train -ELBO {row['train_loss']:.4f}  test -ELBO "
+                    f"{row['test_loss']:.4f} (recon {row['test_recon']:.4f}, KL {row['test_kl']:.4f})"
+                    f"  {seconds:.2f}s")
+                if stop.requested or (tcfg.max_steps is not None and global_step >= tcfg.max_steps):
+                    status = "interrupted" if stop.requested else "max_steps"
+                    break
+                continue
+            break
+    if status == "interrupted":
+        log(f"stopped by Ctrl-C; saved {ckpt}.npz/.json. Continue with: "
+            f"python -m minivae train --resume --out {out}")
+    last = {k: float(v) for k, v in rows[-1].items()} if rows else {}
+    return {"status": status, "out": str(out), "global_step": global_step, "elapsed": elapsed,
+            "last": last, "params": params}
