@@ -92,7 +92,7 @@ def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int 
         totals[f"iwae_{k}"] = 0.0
     mus = []
     for start in range(0, N, batch_size):
-        xb = x[start:start + batch_size, ...]
+        xb = x[start:min(start + batch_size, N), ...]
         e, recon, kl = elbo(params, xb, cfg, rng)
         totals["elbo"] += float(xp.sum(e))
         totals["recon"] += float(xp.sum(-recon))

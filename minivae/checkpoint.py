@@ -97,8 +97,8 @@ def load_checkpoint(path, backend: str = "numpy", dtype: str | None = None,
                               f"written together, or one of them is corrupt")
     cfg = VAEConfig.from_dict(record["config"])
     if expect is not None and expect != cfg:
-        diff = {k: (v, getattr(cfg, k)) for k, v in expect.to_dict().items()
-                if getattr(cfg, k) != (tuple(v) if isinstance(v, list) else v)}
+        diff = {k: (getattr(expect, k), getattr(cfg, k)) for k in expect.to_dict()
+                if getattr(expect, k) != getattr(cfg, k)}
         raise CheckpointError(f"{js} holds another architecture: (expected, found) = {diff}")
     try:
         with np.load(npz, allow_pickle=False) as z:

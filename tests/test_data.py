@@ -1,0 +1,242 @@
+"""IDX parsing and every corrupt-file case, the download path against a loopback HTTP server,
+the lookup order, binarization and the bundled data sets. No test touches the internet."""
+
+import gzip
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minivae import backend as B, data
+from minivae.data import DataError, IdxSource, read_idx, write_idx
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(0).integers(0, 256, (7, 4, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("name", ["a-idx3-ubyte", "a-idx3-ubyte.gz"])
+def test_idx_round_trip(tmp_path, images, name):
+    write_idx(tmp_path / name, images)
+    np.testing.assert_array_equal(read_idx(tmp_path / name), images)
+    write_idx(tmp_path / "f.idx", np.arange(5, dtype=">i4"))
+    np.testing.assert_array_equal(read_idx(tmp_path / "f.idx"), np.arange(5))
+
+
+def test_idx_truncated(tmp_path, images):
+    write_idx(tmp_path / "x", images)
+    raw = (tmp_path / "x").read_bytes()
+    (tmp_path / "x").write_bytes(raw[:-5])
+    with pytest.raises(DataError, match=r"x: dimensions \(7, 4, 3\) need 84 bytes of data, found 79: the file truncated"):
+        read_idx(tmp_path / "x")
+    (tmp_path / "h").write_bytes(raw[:9])
+    with pytest.raises(DataError, match="header announces 3 dimensions but the file ends after 9 bytes"):
+        read_idx(tmp_path / "h")
+    (tmp_path / "t").write_bytes(raw[:2])
+    with pytest.raises(DataError, match="too short for an IDX header"):
+        read_idx(tmp_path / "t")
+
+
+def test_idx_trailing_bytes(tmp_path, images):
+    write_idx(tmp_path / "x", images)
+    with open(tmp_path / "x", "ab") as f:
+        f.write(b"\0\0")
+    with pytest.raises(DataError, match="has trailing bytes"):
+        read_idx(tmp_path / "x")
+
+
+def test_idx_wrong_magic(tmp_path):
+    (tmp_path / "x").write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(DataError, match="wrong magic number 504b0304.*not an IDX file"):
+        read_idx(tmp_path / "x")
+
+
+def test_idx_corrupt_and_truncated_gzip(tmp_path, images):
+    write_idx(tmp_path / "x.gz", images)
+    raw = (tmp_path / "x.gz").read_bytes()
+    (tmp_path / "cut.gz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="cut.gz: cannot be read as gzip.*corrupt or truncated"):
+        read_idx(tmp_path / "cut.gz")
+    (tmp_path / "bad.gz").write_bytes(b"this is not gzip at all")
+    with pytest.raises(DataError, match="bad.gz: cannot be read as gzip"):
+        read_idx(tmp_path / "bad.gz")
+    with pytest.raises(DataError, match="no such file"):
+        read_idx(tmp_path / "missing.gz")
+
+
+# --- a small IDX data set, on disk and served over loopback ----------------------------------------
+
+def _make_files(folder: Path, n_train=6, n_test=3, bad_labels=False) -> dict:
+    g = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {"train_images": g.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+              "train_labels": g.integers(0, 10, n_train + bad_labels, dtype=np.uint8),
+              "test_images": g.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+              "test_labels": g.integers(0, 10, n_test, dtype=np.uint8)}
+    names = dict(train_images="train-images-idx3-ubyte.gz", train_labels="train-labels-idx1-ubyte.gz",
+                 test_images="t10k-images-idx3-ubyte.gz", test_labels="t10k-labels-idx1-ubyte.gz")
+    files = {}
+    for role, a in arrays.items():
+        write_idx(folder / names[role], a)
+        files[role] = (names[role], hashlib.sha256((folder / names[role]).read_bytes()).hexdigest())
+    return files, arrays
+
+
+@pytest.fixture
+def tiny_source(tmp_path, monkeypatch):
+    """A registered data set 'tiny' whose files a loopback server offers; the cache is tmp."""
+    served = tmp_path / "served"
+    files, arrays = _make_files(served)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("MINIVAE_DATA", raising=False)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(served), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    source = IdxSource("tiny", files, (url,), (str(tmp_path / "system"),), n_train=6, n_test=3)
+    monkeypatch.setitem(data.IDX_SOURCES, "tiny", source)
+    yield source, served, arrays
+    server.shutdown()
+
+
+def test_download_verifies_and_caches(tiny_source, tmp_path):
+    source, served, arrays = tiny_source
+    ds = data.load_idx_dataset("tiny", progress=False)
+    cached = tmp_path / "cache" / "minivae" / "tiny"
+    assert sorted(p.name for p in cached.iterdir()) == sorted(f for f, _ in source.files.values())
+    np.testing.assert_allclose(ds.x_train, arrays["train_images"].reshape(6, -1) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(ds.y_test, arrays["test_labels"])
+    assert ds.x_train.dtype == np.float32 and ds.x_dim == 784
+    # second time: from the cache, the server is not needed
+    for p in served.iterdir():
+        p.unlink()
+    assert data.locate("tiny")["train_images"].parent == cached
+    data.load_idx_dataset("tiny", progress=False)
+
+
+def test_download_with_wrong_checksum_keeps_nothing(tiny_source, tmp_path, monkeypatch):
+    source, served, _ = tiny_source
+    files = dict(source.files)
+    files["test_labels"] = (files["test_labels"][0], "0" * 64)
+    monkeypatch.setitem(data.IDX_SOURCES, "tiny", IdxSource("tiny", files, source.mirrors, n_train=6, n_test=3))
+    with pytest.raises(DataError, match="checksum mismatch .* nothing was kept"):
+        data.fetch("tiny", progress=False)
+    cached = tmp_path / "cache" / "minivae" / "tiny"
+    assert not (cached / "t10k-labels-idx1-ubyte.gz").exists()
+    assert not list(cached.glob("*.part"))
+
+
+def test_download_of_a_corrupt_file_fails_its_checksum(tiny_source, tmp_path):
+    source, served, _ = tiny_source
+    path = served / "t10k-images-idx3-ubyte.gz"
+    raw = bytearray(path.read_bytes())
+    raw[40] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz: checksum mismatch"):
+        data.fetch("tiny", progress=False)
+
+
+def test_download_of_a_truncated_file_fails_its_checksum(tiny_source):
+    source, served, _ = tiny_source
+    path = served / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DataError, match="checksum mismatch"):
+        data.fetch("tiny", progress=False)
+
+
+def test_no_network_says_what_to_do(tiny_source, monkeypatch):
+    source, _, _ = tiny_source
+    dead = IdxSource("tiny", source.files, ("http://127.0.0.1:9/",), source.system_dirs, 6, 3)
+    monkeypatch.setitem(data.IDX_SOURCES, "tiny", dead)
+    with pytest.raises(DataError, match="could not be downloaded .* Looked in: .*--data-dir"):
+        data.fetch("tiny", progress=False)
+
+
+def test_lookup_order_data_dir_then_cache_then_system(tiny_source, tmp_path, monkeypatch):
+    source, _, _ = tiny_source
+    system = Path(source.system_dirs[0])
+    _make_files(system)
+    assert data.locate("tiny")["train_images"].parent == system
+    cache = tmp_path / "cache" / "minivae" / "tiny"
+    _make_files(cache)
+    assert data.locate("tiny")["train_images"].parent == cache
+    mine = tmp_path / "mine"
+    _make_files(mine)
+    assert data.locate("tiny", data_dir=mine)["train_images"].parent == mine
+    monkeypatch.setenv("MINIVAE_DATA", str(mine))
+    assert data.locate("tiny")["train_images"].parent == mine
+
+
+def test_raw_uncompressed_files_are_found(tiny_source, tmp_path):
+    source, _, arrays = tiny_source
+    mine = tmp_path / "raw"
+    mine.mkdir()
+    for role, (name, _) in source.files.items():
+        write_idx(mine / name[:-3], arrays[role])
+    ds = data.load_idx_dataset("tiny", data_dir=mine, progress=False)
+    assert ds.x_test.shape == (3, 784)
+
+
+def test_labels_that_do_not_match_images(tiny_source, tmp_path):
+    mine = tmp_path / "mismatch"
+    _make_files(mine, bad_labels=True)
+    with pytest.raises(DataError, match="7 labels for 6 images"):
+        data.load_idx_dataset("tiny", data_dir=mine, progress=False)
+
+
+def test_wrong_image_count(tiny_source, tmp_path):
+    mine = tmp_path / "short"
+    _make_files(mine, n_train=5)
+    with pytest.raises(DataError, match=r"expected images of shape \(6, 28, 28\), got \(5, 28, 28\)"):
+        data.load_idx_dataset("tiny", data_dir=mine, progress=False)
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match="dataset: expected one of"):
+        data.load_dataset("cifar10")
+
+
+def test_digits_split_is_deterministic():
+    a, b = data.load_digits(), data.load_digits()
+    assert a.x_train.shape == (1497, 64) and a.x_test.shape == (300, 64)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    assert a.x_train.min() == 0.0 and a.x_train.max() == 1.0 and a.image_shape == (8, 8)
+
+
+def test_bars():
+    ds = data.make_bars(n=50, size=4)
+    assert ds.x_train.shape == (50, 16) and set(np.unique(ds.x_train)) == {0.0, 1.0}
+    assert np.all(ds.x_train.sum(axis=1) == 4)
+
+
+def test_binarization(backend):
+    x = np.array([[0.0, 0.2, 0.5, 0.51, 1.0]], np.float32)
+    np.testing.assert_array_equal(data.binarize_static(x), [[0, 0, 0, 1, 1]])
+    xs = B.from_numpy(np.full((20000, 1), 0.3, np.float32), backend)
+    draws = B.to_numpy(data.binarize_dynamic(xs, B.Generator(0, backend).uniform((20000, 1))))
+    assert set(np.unique(draws)) == {0.0, 1.0} and abs(draws.mean() - 0.3) < 0.015
+    assert draws.dtype == np.float32
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_fashion_mnist_from_the_debian_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("MINIVAE_DATA", raising=False)
+    ds = data.load_dataset("fashion-mnist", progress=False)
+    assert ds.x_train.shape == (60000, 784) and ds.x_test.shape == (10000, 784)
+    assert np.bincount(ds.y_train).tolist() == [6000] * 10

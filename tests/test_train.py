@@ -1,0 +1,195 @@
+"""The training loop: bit-exact resume, Ctrl-C, the NaN guard, metrics, and the CLI end to end."""
+
+import csv
+import math
+import signal
+
+import numpy as np
+import pytest
+
+from minivae import VAEConfig, backend as B
+from minivae.__main__ import main
+from minivae.checkpoint import load_checkpoint
+from minivae.data import load_digits
+from minivae.train import TrainConfig, TrainingDiverged, train
+
+DIGITS = load_digits()
+
+
+def _small(dataset=DIGITS, n=200):
+    from minivae.data import Dataset
+    return Dataset("digits", dataset.x_train[:n], dataset.y_train[:n], dataset.x_test[:50],
+                   dataset.y_test[:50], (8, 8))
+
+
+MCFG = VAEConfig(x_dim=64, hidden=(16,), z_dim=2)
+
+
+def _params(out, backend="numpy"):
+    return {k: B.to_numpy(v) for k, v in load_checkpoint(out / "checkpoint", backend)[0].items()}
+
+
+def _quiet(*a, **k):
+    pass
+
+
+@pytest.mark.parametrize("binarize", ["none", "dynamic"])
+def test_resume_after_an_epoch_is_bit_exact(tmp_path, backend, binarize):
+    tcfg = TrainConfig(epochs=3, batch_size=32, backend=backend, binarize=binarize, seed=4)
+    train(MCFG, tcfg, tmp_path / "a", data=_small(), progress=False, log=_quiet)
+    first = TrainConfig(epochs=1, batch_size=32, backend=backend, binarize=binarize, seed=4)
+    train(MCFG, first, tmp_path / "b", data=_small(), progress=False, log=_quiet)
+    train(MCFG, tcfg, tmp_path / "b", data=_small(), resume=True, progress=False, log=_quiet)
+    a, b = _params(tmp_path / "a"), _params(tmp_path / "b")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    rows = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    ref = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
+    assert [r["test_loss"] for r in rows] == [r["test_loss"] for r in ref]
+
+
+def test_ctrl_c_mid_epoch_saves_and_resume_is_bit_exact(tmp_path):
+    tcfg = TrainConfig(epochs=2, batch_size=32, seed=1, optimizer="adagrad", lr=0.05)
+    train(MCFG, tcfg, tmp_path / "a", data=_small(), progress=False, log=_quiet)
+
+    def press_ctrl_c(epoch, step, stats):
+        if (epoch, step) == (0, 2):
+            signal.raise_signal(signal.SIGINT)
+
+    messages = []
+    result = train(MCFG, tcfg, tmp_path / "b", data=_small(), progress=False,
+                   callback=press_ctrl_c, log=messages.append)
+    assert result["status"] == "interrupted" and result["global_step"] == 3
+    assert any("--resume" in m for m in messages)
+    meta = load_checkpoint(tmp_path / "b" / "checkpoint")[3]
+    assert (meta["epoch"], meta["step"]) == (0, 3)
+    train(MCFG, tcfg, tmp_path / "b", data=_small(), resume=True, progress=False, log=_quiet)
+    a, b = _params(tmp_path / "a"), _params(tmp_path / "b")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    ra = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
+    rb = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
+    assert [r["train_loss"] for r in ra] == [r["train_loss"] for r in rb]
+
+
+def test_max_steps_stops_and_resumes(tmp_path):
+    tcfg = TrainConfig(epochs=2, batch_size=32, max_steps=5)
+    result = train(MCFG, tcfg, tmp_path / "r", data=_small(), progress=False, log=_quiet)
+    assert result["status"] == "max_steps" and result["global_step"] == 5
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    tcfg = TrainConfig(epochs=3, batch_size=32, optimizer="sgd", lr=1.0)
+    out = tmp_path / "r"
+    train(MCFG, TrainConfig(epochs=1, batch_size=32, optimizer="sgd", lr=1.0), out, data=_small(),
+          progress=False, log=_quiet)
+    good = _params(out)
+
+    def poison(epoch, step, stats):
+        if (epoch, step) == (1, 1):
+            import minivae.train as T
+            T.loss_and_grads = lambda *a, **k: (float("nan"), {}, {})
+
+    import minivae.train as T
+    original = T.loss_and_grads
+    try:
+        with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 3 \(global step 10\); "
+                                                  r"the last good checkpoint is .*checkpoint"):
+            train(MCFG, tcfg, out, data=_small(), resume=True, progress=False, callback=poison, log=_quiet)
+    finally:
+        T.loss_and_grads = original
+    after = _params(out)
+    for k in good:
+        np.testing.assert_array_equal(good[k], after[k])
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point
+def test_diverging_learning_rate_is_caught(tmp_path):
+    tcfg = TrainConfig(epochs=5, batch_size=32, optimizer="sgd", lr=1e6)
+    with pytest.raises(TrainingDiverged, match="Try a smaller --lr"):
+        train(VAEConfig(x_dim=64, hidden=(16,), z_dim=2, likelihood="gaussian", variance="per_pixel",
+                        init="uniform"), tcfg, tmp_path / "r", data=_small(), progress=False, log=_quiet)
+
+
+def test_training_lowers_the_loss_on_every_backend(tmp_path, backend):
+    tcfg = TrainConfig(epochs=6, batch_size=20, backend=backend, lr=3e-3)
+    train(MCFG, tcfg, tmp_path / "r", data=_small(), progress=False, log=_quiet)
+    rows = list(csv.DictReader(open(tmp_path / "r" / "metrics.csv")))
+    assert float(rows[-1]["test_loss"]) < float(rows[0]["test_loss"]) - 1.0
+    assert all(math.isfinite(float(r["seconds"])) for r in rows)
+
+
+def test_bad_train_config():
+    with pytest.raises(ValueError, match="optimizer: expected one of"):
+        TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="batch_size: expected a positive integer, got 0"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="binarize"):
+        TrainConfig(binarize="yes")
+
+
+def test_model_and_data_dimensions_must_agree(tmp_path):
+    with pytest.raises(ValueError, match="the model has x_dim=784 but data set 'digits' has 64"):
+        train(VAEConfig(x_dim=784), TrainConfig(epochs=1), tmp_path, data=_small(), log=_quiet)
+
+
+# --- the CLI end to end, on digits with a tiny network ---------------------------------------------
+
+def test_cli_train_evaluate_sample(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--hidden", "16", "--epochs", "2", "--batch-size", "64", "--out", str(out),
+                 "--no-progress"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert f"run folder: {out.resolve()}" in text and "finished after 48 steps" in text
+    for name in ("metrics.csv", "checkpoint.npz", "checkpoint.json", "run.json", "reconstructions.png",
+                 "samples.png", "manifold.png", "latent.png", "curves.png"):
+        assert (out / name).is_file(), name
+    assert main(["evaluate", str(out), "--k", "20", "--limit", "40"]) == 0
+    text = capsys.readouterr().out
+    assert "L_20" in text and "active units" in text and (out / "evaluation.json").is_file()
+    assert main(["evaluate", str(out), "--k", "5", "--limit", "10", "--backend", "strict"]) == 0
+    assert main(["sample", str(out), "--n", "16", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").stat().st_size > 1000
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "3", "--no-progress"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert len(list(csv.DictReader(open(out / "metrics.csv")))) == 3
+
+
+def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "nowhere")]) == 2
+    assert "not a minivae run folder" in capsys.readouterr().err
+    assert main(["train", "--resume", "--no-progress"]) == 2
+    assert "--resume needs --out" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_default_run_and_evaluate(tmp_path, capsys, monkeypatch):
+    """The README's main job, exactly: `python -m minivae train`, then evaluate with k = 5000."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--no-progress", "--name", "default"]) == 0
+    text = capsys.readouterr().out
+    final = float(text.split("final test -ELBO ")[1].split()[0])
+    assert final < 26.0  # a model that learned something (an untrained one scores about 44)
+    assert main(["evaluate", "runs/default"]) == 0
+    text = capsys.readouterr().out
+    elbo = float(text.split("ELBO")[1].split()[0])
+    iwae = float(text.split("L_5000")[1].split()[0])
+    assert iwae > elbo
+
+
+@pytest.mark.slow
+def test_cli_trains_on_strict(tmp_path):
+    assert main(["train", "--backend", "strict", "--hidden", "32", "--epochs", "3", "--out",
+                 str(tmp_path / "s"), "--no-progress"]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("pathlib").Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_cli_trains_on_fashion_mnist(tmp_path, capsys):
+    assert main(["train", "--dataset", "fashion-mnist", "--hidden", "64", "--z-dim", "5", "--epochs", "1",
+                 "--batch-size", "100", "--out", str(tmp_path / "f"), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "60000 train / 10000 test, x_dim 784" in text
