@@ -10,6 +10,7 @@ from .vae import (
     encode,
     forward,
     init_params,
+    likelihood_mean,
     log_likelihood,
     loss_and_grads,
     param_shapes,
@@ -18,4 +19,4 @@ from .vae import (
 __version__ = "0.1.0"
 
 __all__ = ["VAEConfig", "init_params", "loss_and_grads", "encode", "decode", "forward",
-           "backward", "log_likelihood", "param_shapes", "__version__"]
+           "backward", "likelihood_mean", "log_likelihood", "param_shapes", "__version__"]
