@@ -77,13 +77,14 @@ def bernoulli_log_prob_forward(x, logits):
     Bernoulli below).
     """
     xp = namespace_of(x, logits)
-    return xp.sum(x * logits - softplus(logits), axis=-1), (x, logits)
+    e = xp.exp(-xp.abs(logits))  # shared by softplus here and sigmoid in the backward pass
+    return xp.sum(x * logits - softplus(logits, e), axis=-1), (x, logits, e)
 
 
 def bernoulli_log_prob_backward(dlogp, cache):
     """dlogp: (L, B). Returns dlogits: (L, B, D) = ``dlogp * (x - sigmoid(logits))``."""
-    x, logits = cache
-    return dlogp[..., None] * (x - sigmoid(logits))
+    x, logits, e = cache
+    return dlogp[..., None] * (x - sigmoid(logits, e))
 
 
 # Below this |logits| the continuous Bernoulli's normalizer uses its Taylor series: the closed form
@@ -147,14 +148,15 @@ def continuous_bernoulli_log_prob_forward(x, logits):
     that makes the Bernoulli formula a proper density for grayscale x in [0, 1].
     """
     xp = namespace_of(x, logits)
-    logp = xp.sum(x * logits - softplus(logits) + continuous_bernoulli_log_norm(logits), axis=-1)
-    return logp, (x, logits)
+    e = xp.exp(-xp.abs(logits))
+    logp = xp.sum(x * logits - softplus(logits, e) + continuous_bernoulli_log_norm(logits), axis=-1)
+    return logp, (x, logits, e)
 
 
 def continuous_bernoulli_log_prob_backward(dlogp, cache):
     """dlogp: (L, B). Returns dlogits = ``dlogp * (x - sigmoid(eta) + 1/eta - 1/sinh(eta))``."""
-    x, logits = cache
-    return dlogp[..., None] * (x - sigmoid(logits) + continuous_bernoulli_log_norm_grad(logits))
+    x, logits, e = cache
+    return dlogp[..., None] * (x - sigmoid(logits, e) + continuous_bernoulli_log_norm_grad(logits))
 
 
 def gaussian_log_prob_forward(x, mean, logvar):

@@ -20,7 +20,9 @@ def linear_forward(x, W, b):
     x: (N, D), W: (D, M) -- stored as (in, out) so the forward is a plain ``x @ W`` -- b: (M,).
     Returns y: (N, M) and the cache ``(x, W)``.
     """
-    return x @ W + b, (x, W)
+    y = x @ W
+    y += b  # in place: no second (N, M) array
+    return y, (x, W)
 
 
 def linear_backward(dy, cache, need_dx: bool = True):
@@ -50,17 +52,22 @@ def tanh_backward(dh, cache):
     return dh * (1.0 - h * h)
 
 
-def sigmoid(a):
-    """Logistic function ``1 / (1 + exp(-a))`` without overflow for any ``a`` (e.g. +-1e4)."""
+def sigmoid(a, e=None):
+    """Logistic function ``1 / (1 + exp(-a))`` without overflow for any ``a`` (e.g. +-1e4).
+
+    With ``e = exp(-|a|)``, which never overflows, ``sigmoid(a)`` is ``1 / (1 + e)`` for a >= 0 and
+    ``e / (1 + e)`` for a < 0. Pass ``e`` when it is already computed (the likelihoods do).
+    """
     xp = namespace_of(a)
-    e = xp.exp(-xp.abs(a))  # in (0, 1]: never overflows
-    return xp.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    e = xp.exp(-xp.abs(a)) if e is None else e
+    return xp.where(a >= 0, 1.0, e) / (1.0 + e)
 
 
-def softplus(a):
+def softplus(a, e=None):
     """``log(1 + exp(a))`` computed as ``max(a, 0) + log1p(exp(-|a|))``: stable for any ``a``."""
     xp = namespace_of(a)
-    return xp.maximum(a, 0.0) + xp.log1p(xp.exp(-xp.abs(a)))
+    e = xp.exp(-xp.abs(a)) if e is None else e
+    return xp.maximum(a, 0.0) + xp.log1p(e)
 
 
 def softplus_forward(a):

@@ -80,7 +80,7 @@ def _kl_sign_slip(dkl, cache):
 
 
 def _bce_sign_slip(dlogp, cache):
-    x, logits = cache
+    x, logits, _ = cache
     return dlogp[..., None] * (layers.sigmoid(logits) - x)
 
 

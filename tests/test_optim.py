@@ -10,10 +10,11 @@ def _run(rule, backend, steps=4, **hyper):
     g = np.random.default_rng(0)
     w0 = g.standard_normal((3, 2))
     grads = [g.standard_normal((3, 2)) for _ in range(steps)]
-    w = B.from_numpy(w0, backend)
+    w = B.from_numpy(w0.copy(), backend)
     config = dict(hyper)
     for dw in grads:
-        w, config = getattr(optim, rule)(w, B.from_numpy(dw, backend), config)
+        w_next, config = getattr(optim, rule)(w, B.from_numpy(dw, backend), config)
+        assert w_next is w  # updated in place, as CS231n's rules do
     return w0, grads, B.to_numpy(w), config
 
 
@@ -63,6 +64,26 @@ def test_state_stays_in_float32(backend):
             w2, config = optim.RULES[rule](w, w, config)
         assert B.dtype_name(w2) == "float32"
         assert all(B.dtype_name(v) == "float32" for v in config.values() if hasattr(v, "shape"))
+
+
+@pytest.mark.parametrize("rule", sorted(optim.RULES))
+def test_chunked_updates_are_bit_identical(monkeypatch, rule):
+    """step() cuts big NumPy parameters into pieces; elementwise rules give the same bits."""
+    g = np.random.default_rng(1)
+    shapes = {"W": (13, 11), "b": (11,), "s": ()}
+    runs = []
+    for chunk in (10**9, 7):
+        monkeypatch.setattr(optim, "CHUNK", chunk)
+        params = {k: g.standard_normal(s).astype(np.float32) * 0 + np.float32(1.5) for k, s in shapes.items()}
+        state = {}
+        for i in range(3):
+            grads = {k: np.random.default_rng(i).standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+            optim.step(params, grads, state, rule, weight_decay=0.01)
+        runs.append((params, state))
+    for k in shapes:
+        np.testing.assert_array_equal(runs[0][0][k], runs[1][0][k])
+        for key, value in runs[0][1][k].items():
+            np.testing.assert_array_equal(np.asarray(value), np.asarray(runs[1][1][k][key]))
 
 
 def test_step_updates_every_parameter_and_rejects_unknown_rules(backend):

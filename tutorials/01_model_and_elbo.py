@@ -159,7 +159,7 @@ for ax, r, x in zip(axes, results, examples):
     ax.plot(z_grid[window], np.exp(r["log_q"][window]), "--", label="$q(z\\mid x)$")
     ax.set_title(f"KL(q || p(z|x)) = {r['kl_post']:.4f} nats")
     ax.set_xlabel("z")
-    ax.legend()
+    ax.legend(loc="upper left", fontsize=8)
     inset = ax.inset_axes([0.78, 0.55, 0.2, 0.4])
     inset.imshow(x.reshape(4, 4), cmap="gray")
     inset.axis("off")

@@ -2,8 +2,9 @@
 
 Forward (minivae.distributions.bernoulli_log_prob_forward):
     log p(x | logits) = sum_d [x_d * logits_d - softplus(logits_d)]     (= x log y + (1-x) log(1-y), y = sigmoid(logits))
-    x: (B, D)   logits: (L, B, D)   logp: (L, B)   cache = (x, logits)
-You may use minivae.layers.sigmoid.
+    x: (B, D)   logits: (L, B, D)   logp: (L, B)
+    cache = (x, logits, e) with e = exp(-|logits|), which the forward pass already computed
+You may use minivae.layers.sigmoid (sigmoid(logits), or sigmoid(logits, e) to reuse e).
 
 Check your answer:  python -m minivae.exercises check bernoulli
 """
@@ -13,7 +14,7 @@ from minivae.layers import sigmoid  # noqa: F401  (you may need it)
 
 def bernoulli_log_prob_backward(dlogp, cache):
     """dlogp: (L, B), the gradient of the loss with respect to each log p. Returns dlogits (L, B, D)."""
-    x, logits = cache
+    x, logits, e = cache
     # START OF YOUR CODE
     dlogits = None
     # END OF YOUR CODE
