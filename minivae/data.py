@@ -282,7 +282,7 @@ def load_idx_dataset(name: str, data_dir=None, progress: bool = True) -> Dataset
         if labels.shape != (images.shape[0],):
             raise DataError(f"{paths[f'{split}_labels']}: {labels.shape[0] if labels.ndim else 0} "
                             f"labels for {images.shape[0]} images in {paths[f'{split}_images']}")
-    flat = {k: v.reshape(len(v), -1).astype(np.float32) / np.float32(255.0)
+    flat = {k: np.divide(v.reshape(len(v), -1), np.float32(255.0), dtype=np.float32)  # one copy
             for k, v in arrays.items() if k.endswith("images")}
     return Dataset(name, flat["train_images"], arrays["train_labels"].astype(np.int64),
                    flat["test_images"], arrays["test_labels"].astype(np.int64), source.image_shape)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import optim
-from .backend import Generator, from_numpy, namespace
+from .backend import Generator, from_numpy, namespace_of
 from .bounds import evaluate
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import VAEConfig
@@ -150,6 +150,23 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
+def minibatch(x_train, perm, step: int, tcfg: TrainConfig):
+    """Rows ``perm[step * B:(step + 1) * B]`` of the (on-device) training data: (B, D)."""
+    B = tcfg.batch_size
+    idx = from_numpy(perm[step * B:(step + 1) * B], tcfg.backend)
+    return namespace_of(x_train).take(x_train, idx, axis=0)
+
+
+def gradient(params, xb, mcfg: VAEConfig, tcfg: TrainConfig, epoch: int, step: int):
+    """One step's loss and gradients, with this step's own random draws (keyed by seed, epoch, step):
+    the dynamic binarization of ``xb`` if asked for, then ``eps``. Returns ``loss_and_grads``'s triple."""
+    rng = Generator((tcfg.seed, 1, epoch, step), tcfg.backend)
+    if tcfg.binarize == "dynamic":
+        xb = binarize_dynamic(xb, rng.uniform(tuple(xb.shape), tcfg.dtype))
+    eps = rng.normal((mcfg.n_samples, xb.shape[0], mcfg.z_dim), tcfg.dtype)
+    return loss_and_grads(params, xb, eps, mcfg, validate=False)
+
+
 def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
           resume: bool = False, progress: bool = True, callback=None, log=print) -> dict:
     """Train a VAE into the run folder ``out``; returns a summary dict.
@@ -160,7 +177,6 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    xp = namespace(tcfg.backend)
     if data is None:
         data = load_dataset(tcfg.dataset, tcfg.data_dir, progress)
     if data.x_dim != mcfg.x_dim:
@@ -210,13 +226,8 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
             bar = tqdm(total=n_batches, initial=first, desc=f"epoch {epoch + 1}/{tcfg.epochs}",
                        disable=not progress, leave=False, file=sys.stderr)
             for step in range(first, n_batches):
-                idx = from_numpy(perm[step * tcfg.batch_size:(step + 1) * tcfg.batch_size], tcfg.backend)
-                xb = xp.take(x_train, idx, axis=0)                                   # (B, D)
-                rng = Generator((tcfg.seed, 1, epoch, step), tcfg.backend)
-                if tcfg.binarize == "dynamic":
-                    xb = binarize_dynamic(xb, rng.uniform(tuple(xb.shape), tcfg.dtype))
-                eps = rng.normal((mcfg.n_samples, xb.shape[0], mcfg.z_dim), tcfg.dtype)
-                loss, grads, stats = loss_and_grads(params, xb, eps, mcfg, validate=False)
+                xb = minibatch(x_train, perm, step, tcfg)
+                loss, grads, stats = gradient(params, xb, mcfg, tcfg, epoch, step)
                 if not math.isfinite(loss):
                     bar.close()
                     kept = (f"the last good checkpoint is {ckpt}.npz/.json" if ckpt.with_suffix(".json").is_file()

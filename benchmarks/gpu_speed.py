@@ -1,0 +1,115 @@
+"""Seconds per epoch on a CUDA GPU: minivae on CuPy against the same model in PyTorch CUDA.
+
+    python benchmarks/gpu_speed.py                  # needs CuPy (pip install -e '.[gpu]') and a GPU
+    python benchmarks/gpu_speed.py --dry-run        # the same code on the CPU stand-ins, a few steps
+
+Same workload as train_speed.py (784-500-20, Bernoulli, Adam 1e-3, float32, Fashion-MNIST), batch
+100 and 1000, epochs interleaved, medians printed. The data set is copied to the device once, as
+minivae's trainer does; every timed epoch ends with a device synchronization. Without a CUDA device
+the script says so and exits 0. ``--dry-run`` runs the identical code with minivae on the `strict`
+backend (array-api-strict's emulated device) and PyTorch on the CPU, for 20 steps, so the script
+itself is exercised where no GPU exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import MODEL, load_workload, median  # noqa: E402
+
+import minivae  # noqa: E402
+from minivae import backend as B, optim  # noqa: E402
+from minivae.backend import Generator  # noqa: E402
+from minivae.train import TrainConfig, gradient, minibatch  # noqa: E402
+
+
+def synchronize(backend):
+    if backend == "cupy":
+        import cupy
+        cupy.cuda.Device().synchronize()
+
+
+def minivae_epoch(params, state, x_dev, batch, epoch, backend, steps):
+    tcfg = TrainConfig(batch_size=batch, backend=backend)
+    perm = Generator((0, 0, epoch)).permutation(x_dev.shape[0])
+    for step in range(steps):
+        xb = minibatch(x_dev, perm, step, tcfg)
+        _, grads, _ = gradient(params, xb, MODEL, tcfg, epoch, step)
+        optim.step(params, grads, state, "adam", lr=1e-3)
+    synchronize(backend)
+
+
+def torch_epoch(model, opt, x_dev, batch, epoch, steps):
+    import torch
+    perm = torch.from_numpy(Generator((0, 0, epoch)).permutation(x_dev.shape[0])).to(x_dev.device)
+    for step in range(steps):
+        xb = x_dev[perm[step * batch:(step + 1) * batch]]
+        loss = model(xb, torch.randn(xb.shape[0], 20, device=x_dev.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if x_dev.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch", type=int, nargs="+", default=[100, 1000])
+    ap.add_argument("--dry-run", action="store_true", help="strict + PyTorch CPU, 20 steps per epoch")
+    args = ap.parse_args(argv)
+
+    backend = "strict" if args.dry_run else "cupy"
+    if not args.dry_run and not B.is_available("cupy"):
+        print("No CUDA device with CuPy here: the GPU benchmark did not run. Install the extra "
+              "(`pip install -e '.[gpu]'`) on a machine with an NVIDIA GPU, or use --dry-run.")
+        return 0
+    try:
+        import torch
+        from train_speed import torch_model
+        device = "cpu" if args.dry_run else "cuda"
+        have_torch = args.dry_run or torch.cuda.is_available()
+    except ImportError:
+        have_torch = False
+    ds = load_workload()
+    x_dev = B.from_numpy(ds.x_train, backend, "float32")
+    if backend == "cupy":
+        import cupy
+        print(f"device: {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
+    print(f"minivae on {backend}; PyTorch {'on ' + device if have_torch else 'not available'}")
+    for batch in args.batch:
+        steps = 20 if args.dry_run else ds.x_train.shape[0] // batch
+        params = minivae.init_params(MODEL, seed=0, backend=backend, dtype="float32")
+        state = {}
+        runs = {"minivae": lambda e: minivae_epoch(params, state, x_dev, batch, e, backend, steps)}
+        if have_torch:
+            x_t = torch.from_numpy(ds.x_train).to(device)
+            for fused in (False, True):
+                model, opt = torch_model(0, fused)
+                model.to(device)
+                opt = type(opt)(model.parameters(), lr=1e-3, fused=fused or None)
+                runs[f"PyTorch ({'fused' if fused else 'default'} Adam)"] = (
+                    lambda e, m=model, o=opt: torch_epoch(m, o, x_t, batch, e, steps))
+        times = {k: [] for k in runs}
+        for name, run in runs.items():  # warm-up: CUDA kernels compile and caches fill
+            run(0)
+        for epoch in range(args.epochs):
+            for name, run in runs.items():
+                t0 = time.perf_counter()
+                run(epoch + 1)
+                times[name].append(time.perf_counter() - t0)
+        print(f"batch {batch}, {steps} steps per epoch: seconds per epoch (median of {args.epochs})")
+        for name, ts in times.items():
+            print(f"  {name:<24}{median(ts):8.3f}")
+        for name in times:
+            if name != "minivae":
+                print(f"  minivae / {name} = {median(times['minivae']) / median(times[name]):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

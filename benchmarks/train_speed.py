@@ -1,0 +1,289 @@
+"""Seconds per training epoch: minivae against the same model in plain PyTorch, in one process.
+
+    python benchmarks/train_speed.py                 # batch 100 and 1000, 3 epochs each
+    python benchmarks/train_speed.py --epochs 5 --batch 100
+
+The workload is the paper's MNIST model on grayscale Fashion-MNIST: 784-500-20 (tanh), Bernoulli
+likelihood, L = 1, Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8), float32, every parameter initialized
+from N(0, 0.01^2), one epoch = 60,000 examples. Epochs of minivae, PyTorch with its default Adam and
+PyTorch with fused Adam are interleaved, so a slow spell of this shared machine hits all three; the
+medians and their ratios are printed last. PyTorch is optional (``pip install torch==2.13.0``, a
+CPU build); without it only minivae's numbers are printed.
+
+Also printed: the GEMM floor (the epoch's matrix products alone, same BLAS and shapes) and what
+fraction of minivae's epoch it is; where the rest of minivae's time goes, by phase; the test
+-ELBO of every trained model (same model, data and optimizer: they must agree within the spread
+between two minivae seeds); peak memory (RSS) of a training run and of a k = 5000 importance-
+weighted evaluation; the thread count and the BLAS in use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import MODEL, describe_machine, load_workload, median  # noqa: E402
+
+import minivae  # noqa: E402
+from minivae import optim  # noqa: E402
+from minivae.backend import Generator  # noqa: E402
+from minivae.train import TrainConfig, gradient, minibatch  # noqa: E402
+
+
+# --- minivae -------------------------------------------------------------------------------------
+
+def minivae_model(seed):
+    return minivae.init_params(MODEL, seed=seed, dtype="float32"), {}
+
+
+def minivae_epoch(model, x_train, batch, epoch, seed=0):
+    params, state = model
+    tcfg = TrainConfig(batch_size=batch, seed=seed)
+    perm = Generator((seed, 0, epoch)).permutation(len(x_train))
+    for step in range(len(x_train) // batch):
+        xb = minibatch(x_train, perm, step, tcfg)
+        _, grads, _ = gradient(params, xb, MODEL, tcfg, epoch, step)
+        optim.step(params, grads, state, "adam", lr=1e-3)
+
+
+def minivae_phases(x_train, batch, steps=200):
+    """Median seconds per step of each phase of minivae's training step."""
+    params, state = minivae_model(5)
+    tcfg = TrainConfig(batch_size=batch)
+    perm = Generator((5, 0, 0)).permutation(len(x_train))
+    times = {k: [] for k in ("minibatch", "random draws", "forward", "backward", "optimizer")}
+    for step in range(steps):
+        t0 = time.perf_counter()
+        xb = minibatch(x_train, perm, step % (len(x_train) // batch), tcfg)
+        t1 = time.perf_counter()
+        eps = Generator((0, 1, 0, step)).normal((1, batch, MODEL.z_dim), "float32")
+        t2 = time.perf_counter()
+        _, cache, _ = minivae.forward(params, xb, eps, MODEL, validate=False)
+        t3 = time.perf_counter()
+        grads = minivae.backward(cache, MODEL)
+        t4 = time.perf_counter()
+        optim.step(params, grads, state, "adam", lr=1e-3)
+        t5 = time.perf_counter()
+        for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+            times[k].append(dt)
+    return {k: median(v[10:]) for k, v in times.items()}
+
+
+def gemm_epoch(batch, n_examples):
+    """The matrix products of one epoch of the model, alone: 14 per step, same shapes and BLAS."""
+    g = np.random.default_rng(0)
+    f = lambda *s: g.random(s, dtype=np.float32)  # noqa: E731
+    x, W0, h, Wh = f(batch, 784), f(784, 500), f(batch, 500), f(500, 20)
+    z, Wd, hd, Wo = f(batch, 20), f(20, 500), f(batch, 500), f(500, 784)
+    dlogits, dad, dmu, da = f(batch, 784), f(batch, 500), f(batch, 20), f(batch, 500)
+    t0 = time.perf_counter()
+    for _ in range(n_examples // batch):
+        x @ W0; h @ Wh; h @ Wh; z @ Wd; hd @ Wo                                   # forward (5)
+        hd.T @ dlogits; dlogits @ Wo.T; z.T @ dad; dad @ Wd.T                       # decoder (4)
+        h.T @ dmu; h.T @ dmu; dmu @ Wh.T; dmu @ Wh.T; x.T @ da                      # encoder (5)
+    return time.perf_counter() - t0
+
+
+def minivae_test_loss(params, x_test):
+    eps = np.random.default_rng(123).standard_normal((1, len(x_test), MODEL.z_dim)).astype(np.float32)
+    return minivae.forward(params, x_test, eps, MODEL, validate=False)[0]
+
+
+# --- PyTorch: the identical model -------------------------------------------------------------------
+
+def torch_model(seed, fused):
+    import torch
+
+    class VAE(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = torch.nn.Linear(784, 500)
+            self.mu = torch.nn.Linear(500, 20)
+            self.logvar = torch.nn.Linear(500, 20)
+            self.dec = torch.nn.Linear(20, 500)
+            self.out = torch.nn.Linear(500, 784)
+            for p in self.parameters():  # the paper's init, as minivae's "normal"
+                torch.nn.init.normal_(p, 0.0, 0.01)
+
+        def forward(self, x, eps):
+            h = torch.tanh(self.enc(x))
+            mu, logvar = self.mu(h), self.logvar(h)
+            z = mu + torch.exp(0.5 * logvar) * eps
+            logits = self.out(torch.tanh(self.dec(z)))
+            recon = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+            kl = 0.5 * torch.sum(logvar.exp() + mu * mu - 1.0 - logvar)
+            return (recon + kl) / x.shape[0]
+
+    torch.manual_seed(seed)
+    model = VAE()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, fused=fused or None)
+    return model, opt
+
+
+def torch_epoch(model_opt, x_train_t, batch, epoch, seed=0):
+    import torch
+    model, opt = model_opt
+    perm = torch.from_numpy(Generator((seed, 0, epoch)).permutation(len(x_train_t)))
+    for step in range(len(x_train_t) // batch):
+        xb = x_train_t[perm[step * batch:(step + 1) * batch]]
+        eps = torch.randn(batch, 20)
+        loss = model(xb, eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def torch_test_loss(model_opt, x_test):
+    import torch
+    eps = np.random.default_rng(123).standard_normal((len(x_test), MODEL.z_dim)).astype(np.float32)
+    with torch.no_grad():
+        return float(model_opt[0](torch.from_numpy(x_test), torch.from_numpy(eps)))
+
+
+# --- memory ----------------------------------------------------------------------------------------
+
+RSS_SCRIPT = """
+import json, sys, threading, time
+sys.path.insert(0, {bench!r})
+from common import MODEL, load_workload
+import minivae
+from minivae import bounds, train
+from minivae.backend import Generator
+
+def rss_mib():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+
+ds = load_workload()
+base, peak, done = rss_mib(), [0.0], [False]
+def watch():  # sample the resident set every 5 ms while the measured work runs
+    while not done[0]:
+        peak[0] = max(peak[0], rss_mib())
+        time.sleep(0.005)
+watcher = threading.Thread(target=watch)
+watcher.start()
+if {what!r} == "train":
+    train.train(MODEL, train.TrainConfig(dataset="fashion-mnist", epochs=1, batch_size={batch}),
+                {out!r}, data=ds, progress=False, log=lambda *a: None)
+else:
+    params = minivae.init_params(MODEL, dtype="float32")
+    bounds.evaluate(params, ds.x_test[:{n_eval}], MODEL, Generator(0), k=5000, batch_size=100, chunk=100)
+done[0] = True
+watcher.join()
+print(json.dumps({{"base": base, "peak": max(peak[0], rss_mib())}}))
+"""
+
+
+def peak_rss(what, batch, n_eval, out):
+    code = RSS_SCRIPT.format(bench=str(Path(__file__).resolve().parent), what=what, batch=batch,
+                             n_eval=n_eval, out=str(out))
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1]), time.perf_counter() - t0
+
+
+# --- main ------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=3, help="timed epochs per implementation (>= 3)")
+    ap.add_argument("--batch", type=int, nargs="+", default=[100, 1000])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--eval-examples", type=int, default=200,
+                    help="test images for the k=5000 memory measurement (memory does not grow with it)")
+    ap.add_argument("--no-memory", action="store_true")
+    args = ap.parse_args(argv)
+
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(args.threads)
+    try:
+        import torch
+        torch.set_num_threads(args.threads)
+        have_torch = True
+    except ImportError:
+        have_torch = False
+
+    ds = load_workload()
+    x_train, x_test = ds.x_train, ds.x_test
+    print("\n".join(describe_machine(args.threads)))
+    if have_torch:
+        print(f"  torch {torch.__version__}: {torch.get_num_threads()} threads, "
+              f"BLAS {'MKL' if torch.backends.mkl.is_available() else 'other'}")
+    else:
+        print("  PyTorch not installed: `pip install torch==2.13.0` for the comparison")
+    print(f"workload: {MODEL.x_dim}-{MODEL.hidden[0]}-{MODEL.z_dim} tanh, Bernoulli, L=1, Adam 1e-3, "
+          f"float32, {len(x_train)} examples per epoch; {args.epochs} epochs each, interleaved\n")
+
+    summary = {}
+    for batch in args.batch:
+        impls = {"minivae": (minivae_model(0), lambda m, e: minivae_epoch(m, x_train, batch, e))}
+        if have_torch:
+            x_train_t = torch.from_numpy(x_train)
+            impls["PyTorch (default Adam)"] = (torch_model(0, False), lambda m, e: torch_epoch(m, x_train_t, batch, e))
+            impls["PyTorch (fused Adam)"] = (torch_model(0, True), lambda m, e: torch_epoch(m, x_train_t, batch, e))
+        times = {name: [] for name in impls}
+        for epoch in range(args.epochs):
+            for name, (model, run) in impls.items():
+                t0 = time.perf_counter()
+                run(model, epoch)
+                times[name].append(time.perf_counter() - t0)
+        gemm = [gemm_epoch(batch, len(x_train)) for _ in range(args.epochs)]
+        seed_two = minivae_model(1)
+        for epoch in range(args.epochs):
+            minivae_epoch(seed_two, x_train, batch, epoch, seed=1)
+        losses = {"minivae": minivae_test_loss(impls["minivae"][0][0], x_test),
+                  "minivae, seed 1": minivae_test_loss(seed_two[0], x_test)}
+        for name in impls:
+            if name.startswith("PyTorch"):
+                losses[name] = torch_test_loss(impls[name][0], x_test)
+        med = {name: median(ts) for name, ts in times.items()}
+        print(f"batch {batch}: seconds per epoch (median of {args.epochs}; all runs)")
+        for name, ts in times.items():
+            print(f"  {name:<24}{med[name]:8.3f}   ({', '.join(f'{t:.3f}' for t in ts)})")
+        g = median(gemm)
+        print(f"  {'GEMM floor':<24}{g:8.3f}   = {100 * g / med['minivae']:.0f}% of minivae's epoch "
+              f"(14 matrix products per step alone)")
+        phases = minivae_phases(x_train, batch)
+        total = sum(phases.values())
+        print(f"  minivae, per step by phase (median of 190 steps; {1e3 * total:.2f} ms in all):")
+        for k, v in phases.items():
+            print(f"    {k:<16}{1e3 * v:7.3f} ms  {100 * v / total:4.0f}%")
+        spread = abs(losses["minivae"] - losses["minivae, seed 1"])
+        print(f"  test -ELBO after {args.epochs} epochs (1 sample per image, same draws for all):")
+        for name, loss in losses.items():
+            print(f"    {name:<24}{loss:9.3f}")
+        for name in losses:
+            if name.startswith("PyTorch"):
+                diff = abs(losses[name] - losses["minivae"])
+                verdict = "within" if diff <= max(2 * spread, 0.5) else "OUTSIDE"
+                print(f"    |minivae - {name}| = {diff:.3f}: {verdict} the seed-to-seed spread ({spread:.3f})")
+        summary[batch] = med
+        print()
+
+    if not args.no_memory:
+        with_train, secs_t = peak_rss("train", 100, args.eval_examples, Path("/tmp/minivae-bench-run"))
+        with_eval, secs_e = peak_rss("eval", 100, args.eval_examples, Path("/tmp/minivae-bench-run"))
+        print("peak memory (RSS in MiB, sampled every 5 ms; 'base' = after loading Fashion-MNIST):")
+        print(f"  training, 1 epoch, batch 100:         peak {with_train['peak']:7.0f}  (base {with_train['base']:.0f}; {secs_t:.0f}s)")
+        print(f"  k=5000 evaluation of {args.eval_examples} test images: peak {with_eval['peak']:7.0f}  "
+              f"(base {with_eval['base']:.0f}; {secs_e:.0f}s; chunks of 100 samples x 100 images)\n")
+
+    for batch, med in summary.items():
+        for name in med:
+            if name.startswith("PyTorch"):
+                print(f"batch {batch}: minivae / {name} = {med['minivae'] / med[name]:.2f}")
+    if have_torch and 100 in summary:
+        print(f"ratio vs PyTorch fused Adam: {summary[100]['minivae'] / summary[100]['PyTorch (fused Adam)']:.2f} (batch 100)")
+    elif not have_torch:
+        print("ratio vs PyTorch fused Adam: n/a (PyTorch not installed)")
+
+
+if __name__ == "__main__":
+    main()
