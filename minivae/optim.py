@@ -117,7 +117,8 @@ _STATE_KEYS = {"sgd": (), "momentum": ("velocity",), "adagrad": ("sum_sq",), "ad
 def step(params: dict, grads: dict, state: dict, rule: str, **hyper) -> None:
     """Update every parameter in place with ``rule``; ``state[name]`` is that parameter's config.
 
-    ``hyper`` (lr, weight_decay, ...) seeds each parameter's config the first time it is seen.
+    ``hyper`` (lr, weight_decay, ...) is written into every parameter's config at every call, so a
+    learning-rate schedule is just a different ``lr`` from one call to the next.
     NumPy parameters larger than ``CHUNK`` are updated piece by piece through views (same result,
     faster); other backends update whole arrays, which is what a GPU wants.
     """
@@ -125,7 +126,8 @@ def step(params: dict, grads: dict, state: dict, rule: str, **hyper) -> None:
         raise ValueError(f"optimizer: expected one of {sorted(RULES)}, got {rule!r}")
     update = RULES[rule]
     for name, w in params.items():
-        config = state.setdefault(name, dict(hyper))
+        config = state.setdefault(name, {})
+        config.update(hyper)
         size = 1
         for n in w.shape:
             size *= n

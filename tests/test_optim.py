@@ -94,3 +94,13 @@ def test_step_updates_every_parameter_and_rejects_unknown_rules(backend):
     assert np.all(B.to_numpy(params["a"]) == 0.0) and set(state) == {"a", "b"}
     with pytest.raises(ValueError, match="optimizer: expected one of"):
         optim.step(params, grads, state, "rmsprop")
+
+
+def test_hyperparameters_given_to_step_take_effect_every_call():
+    """A learning-rate schedule: the lr passed to step() is the one used, also after the first call."""
+    params = {"w": np.ones(3, np.float32)}
+    state = {}
+    optim.step(params, {"w": np.ones(3, np.float32)}, state, "sgd", lr=0.5)
+    optim.step(params, {"w": np.ones(3, np.float32)}, state, "sgd", lr=0.25)
+    np.testing.assert_array_equal(params["w"], np.full(3, 0.25, np.float32))
+    assert state["w"]["lr"] == 0.25
