@@ -23,12 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import RESULTS, provenance, provenance_table, write_record  # noqa: E402
 
-import minivae  # noqa: E402
 from minivae import VAEConfig, bounds, data, train  # noqa: E402
 from minivae.backend import Generator  # noqa: E402
 
@@ -54,7 +51,6 @@ def main(argv=None):
     out = Path(args.out)
     common = dict(dataset=args.dataset, optimizer="adam", opt_eps=1e-4, binarize="dynamic",
                   seed=args.seed, data_dir=args.data_dir)
-    steps_per_epoch = {}
     if args.schedule == "lam":
         batch = 80
         epochs = math.ceil(args.steps / math.ceil(len(ds.x_train) / batch))

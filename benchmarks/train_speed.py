@@ -76,10 +76,17 @@ def minivae_phases(x_train, batch, steps=200):
     return {k: median(v[10:]) for k, v in times.items()}
 
 
-def gemm_epoch(batch, n_examples):
-    """The matrix products of one epoch of the model, alone: 14 per step, same shapes and BLAS."""
+def gemm_epoch(batch, n_examples, lib="numpy"):
+    """The matrix products of one epoch of the model, alone: 14 per step, same shapes.
+
+    ``lib="numpy"`` times them with NumPy's BLAS (minivae's floor); ``lib="torch"`` with PyTorch's.
+    """
     g = np.random.default_rng(0)
-    f = lambda *s: g.random(s, dtype=np.float32)  # noqa: E731
+    if lib == "torch":
+        import torch
+        f = lambda *s: torch.from_numpy(g.random(s, dtype=np.float32))  # noqa: E731
+    else:
+        f = lambda *s: g.random(s, dtype=np.float32)  # noqa: E731
     x, W0, h, Wh = f(batch, 784), f(784, 500), f(batch, 500), f(500, 20)
     z, Wd, hd, Wo = f(batch, 20), f(20, 500), f(batch, 500), f(500, 784)
     dlogits, dad, dmu, da = f(batch, 784), f(batch, 500), f(batch, 20), f(batch, 500)
@@ -235,6 +242,7 @@ def main(argv=None):
                 run(model, epoch)
                 times[name].append(time.perf_counter() - t0)
         gemm = [gemm_epoch(batch, len(x_train)) for _ in range(args.epochs)]
+        torch_gemm = [gemm_epoch(batch, len(x_train), "torch") for _ in range(args.epochs)] if have_torch else []
         seed_two = minivae_model(1)
         for epoch in range(args.epochs):
             minivae_epoch(seed_two, x_train, batch, epoch, seed=1)
@@ -249,7 +257,11 @@ def main(argv=None):
             print(f"  {name:<24}{med[name]:8.3f}   ({', '.join(f'{t:.3f}' for t in ts)})")
         g = median(gemm)
         print(f"  {'GEMM floor':<24}{g:8.3f}   = {100 * g / med['minivae']:.0f}% of minivae's epoch "
-              f"(14 matrix products per step alone)")
+              f"(14 matrix products per step alone, NumPy's BLAS)")
+        if torch_gemm:
+            tg = median(torch_gemm)
+            print(f"  {'GEMM floor, PyTorch':<24}{tg:8.3f}   = {100 * tg / med['PyTorch (fused Adam)']:.0f}% of "
+                  f"PyTorch's fused-Adam epoch (same products, PyTorch's BLAS)")
         phases = minivae_phases(x_train, batch)
         total = sum(phases.values())
         print(f"  minivae, per step by phase (median of 190 steps; {1e3 * total:.2f} ms in all):")

@@ -125,12 +125,11 @@ def cmd_train(args) -> int:
 
 def _load_run(run_dir, backend=None):
     from .checkpoint import load_checkpoint
-    from .data import load_dataset
     from .train import load_run_config
 
     mcfg, tcfg = load_run_config(run_dir)
     backend = backend or tcfg.backend
-    params, _, _, meta = load_checkpoint(Path(run_dir) / "checkpoint", backend, tcfg.dtype, expect=mcfg)
+    params, _, _, _ = load_checkpoint(Path(run_dir) / "checkpoint", backend, tcfg.dtype, expect=mcfg)
     return mcfg, tcfg, params, backend
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import shutil
 import struct
 import sys
 import urllib.error

@@ -1,7 +1,6 @@
 """IDX parsing and every corrupt-file case, the download path against a loopback HTTP server,
 the lookup order, binarization and the bundled data sets. No test touches the internet."""
 
-import gzip
 import hashlib
 import http.server
 import threading

@@ -20,7 +20,6 @@
 # **relu**: $da = dh\cdot[a > 0]$. **sigmoid**: $y = \sigma(a)$, $da = dy\, y(1-y)$.
 
 # %%
-import math
 import os
 from pathlib import Path
 

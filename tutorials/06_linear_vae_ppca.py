@@ -15,7 +15,6 @@
 # with minivae and watch its ELBO reach the pPCA maximum.
 
 # %%
-import dataclasses
 import math
 import os
 from pathlib import Path
