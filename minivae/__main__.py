@@ -102,7 +102,7 @@ def cmd_train(args) -> int:
                            optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                            opt_eps=args.opt_eps, binarize=args.binarize, seed=args.seed,
                            backend=args.backend, dtype=args.dtype, max_steps=args.max_steps,
-                           data_dir=args.data_dir)
+                           data_dir=args.data_dir, threads=args.threads)
         out = Path(args.out) if args.out else Path("runs") / (args.name or
                                                              time.strftime(f"{args.dataset}-%Y%m%d-%H%M%S"))
         mcfg = None
@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "strict"])
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    t.add_argument("--threads", type=int, default=None,
+                   help="BLAS threads (default: 1 for small models, else the library's default)")
     t.add_argument("--out", default=None, help="run folder (default runs/<name>)")
     t.add_argument("--name", default=None, help="run name under runs/ (default: dataset and time)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -57,6 +57,7 @@ class TrainConfig:
     dtype: str = "float32"
     max_steps: int | None = None
     data_dir: str | None = None
+    threads: int | None = None
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
@@ -150,6 +151,21 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
+# Below this many multiply-adds in a step's largest matrix product, BLAS threads cost more than
+# they give (the default digits model is 7x slower with two OpenBLAS threads than with one when
+# another process is busy on the second core), so training runs single-threaded.
+SMALL_GEMM = 4_000_000
+
+
+def blas_threads(mcfg: VAEConfig, tcfg: TrainConfig) -> int | None:
+    """BLAS threads for training: ``tcfg.threads`` if set, 1 for small models, else the default."""
+    if tcfg.threads:
+        return tcfg.threads
+    widths = (mcfg.x_dim, *mcfg.hidden, mcfg.z_dim)
+    biggest = tcfg.batch_size * max(a * b for a, b in zip(widths, widths[1:]))
+    return 1 if biggest < SMALL_GEMM else None
+
+
 def minibatch(x_train, perm, step: int, tcfg: TrainConfig):
     """Rows ``perm[step * B:(step + 1) * B]`` of the (on-device) training data: (B, D)."""
     B = tcfg.batch_size
@@ -213,10 +229,11 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
         stats = evaluate(params, x_test, mcfg, Generator((tcfg.seed, 3), tcfg.backend))
         return {"test_loss": -stats["elbo"], "test_recon": stats["recon"], "test_kl": stats["kl"]}
 
+    from threadpoolctl import threadpool_limits
     from tqdm import tqdm
     status = "finished"
     hyper = tcfg.hyper()
-    with _StopFlag() as stop:
+    with _StopFlag() as stop, threadpool_limits(limits=blas_threads(mcfg, tcfg), user_api="blas"):
         for epoch in range(epoch0, tcfg.epochs):
             perm = Generator((tcfg.seed, 0, epoch), "numpy").permutation(N)
             start = time.perf_counter()

@@ -193,3 +193,11 @@ def test_cli_trains_on_fashion_mnist(tmp_path, capsys):
                  "--batch-size", "100", "--out", str(tmp_path / "f"), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "60000 train / 10000 test, x_dim 784" in text
+
+
+def test_blas_threads_single_for_small_models():
+    from minivae.train import blas_threads
+    assert blas_threads(MCFG, TrainConfig(batch_size=32)) == 1
+    big = VAEConfig(x_dim=784, hidden=(500,), z_dim=20)
+    assert blas_threads(big, TrainConfig(batch_size=100)) is None
+    assert blas_threads(big, TrainConfig(batch_size=100, threads=3)) == 3
