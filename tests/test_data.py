@@ -239,3 +239,12 @@ def test_fashion_mnist_from_the_debian_package(monkeypatch, tmp_path):
     ds = data.load_dataset("fashion-mnist", progress=False)
     assert ds.x_train.shape == (60000, 784) and ds.x_test.shape == (10000, 784)
     assert np.bincount(ds.y_train).tolist() == [6000] * 10
+
+
+def test_fetch_cli_prints_where_the_files_are(tmp_path, monkeypatch, capsys):
+    from minivae.__main__ import main
+    _make_files(tmp_path / "fashion-mnist")
+    monkeypatch.setenv("MINIVAE_DATA", str(tmp_path))
+    assert main(["fetch", "fashion-mnist"]) == 0
+    out = capsys.readouterr().out
+    assert f"train_images  {tmp_path / 'fashion-mnist' / 'train-images-idx3-ubyte.gz'}" in out
