@@ -42,7 +42,8 @@ def image_grid(images: np.ndarray, image_shape, ncols: int, pad: int = 1) -> np.
 
 def _save_grid(grid, path, title):
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 6 * grid.shape[0] / grid.shape[1] + 0.4))
+    width = max(6.0, grid.shape[1] / 70)  # about two screen pixels per image pixel for big grids
+    fig, ax = plt.subplots(figsize=(width, width * grid.shape[0] / grid.shape[1] + 0.4))
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title)
     ax.axis("off")
