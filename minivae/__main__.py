@@ -84,7 +84,6 @@ def _model_config(args, x_dim):
 
 def cmd_train(args) -> int:
     import time
-    from pathlib import Path
 
     from .data import load_dataset
     from .plots import make_figures
