@@ -29,10 +29,13 @@ def logmeanexp(a, axis: int = 0):
     return xp.squeeze(out, axis=axis)
 
 
-def log_weights(params, x, eps, cfg):
-    """``log p(x|z) + log p(z) - log q(z|x)`` for ``z = mu + std * eps``; eps (K, B, Z) -> (K, B)."""
+def log_weights(params, x, eps, cfg, q=None):
+    """``log p(x|z) + log p(z) - log q(z|x)`` for ``z = mu + std * eps``; eps (K, B, Z) -> (K, B).
+
+    ``q = (mu, logvar)`` is the encoder's output for x, computed here when not given.
+    """
     xp = namespace_of(x)
-    mu, logvar = encode(params, x, cfg)
+    mu, logvar = encode(params, x, cfg) if q is None else q
     z, _ = reparameterize_forward(mu, logvar, eps)
     zero = xp.zeros((), dtype=z.dtype, device=z.device)
     log_pz, _ = gaussian_log_prob_forward(z, zero, zero)
@@ -40,31 +43,36 @@ def log_weights(params, x, eps, cfg):
     return log_likelihood(params, x, z, cfg) + log_pz - log_qz
 
 
-def iwae_bound(params, x, cfg, k: int, rng, chunk: int = 100):
+def iwae_bound(params, x, cfg, k: int, rng, chunk: int = 100, q=None):
     """The importance-weighted bound L_k per example, (B,), drawing k samples ``chunk`` at a time.
 
     Memory is bounded by ``chunk * B * x_dim`` whatever k is (k = 5000 runs in a few MB per batch);
-    the chunks' log-mean-exps are combined exactly.
+    the chunks' log-mean-exps are combined exactly. The encoder runs once, not once per chunk.
     """
     if k < 1:
         raise ValueError(f"k: expected a positive number of importance samples, got {k}")
     xp = namespace_of(x)
+    q = encode(params, x, cfg) if q is None else q
     B = x.shape[0]
     parts, sizes = [], []
     for start in range(0, k, chunk):
         n = min(chunk, k - start)
         eps = rng.normal((n, B, cfg.z_dim), dtype_name(x))
-        parts.append(logmeanexp(log_weights(params, x, eps, cfg), axis=0))
+        parts.append(logmeanexp(log_weights(params, x, eps, cfg, q), axis=0))
         sizes.append(n)
     # log mean over all k = logsumexp_c (lme_c + log n_c) - log k
     stacked = xp.stack([p + math.log(n) for p, n in zip(parts, sizes)], axis=0)
     return logmeanexp(stacked, axis=0) + math.log(len(parts)) - math.log(k)
 
 
-def elbo(params, x, cfg, rng, n_samples: int = 1):
-    """The ELBO per example, (B,): ``mean_l log p(x|z_l) - KL(q(z|x) || p(z))`` (analytic KL)."""
+def elbo(params, x, cfg, rng, n_samples: int = 1, q=None):
+    """The ELBO per example with the analytic KL: returns ``(elbo, log_px_z, kl)``, each (B,).
+
+    ``elbo = log_px_z - kl`` with ``log_px_z = mean_l log p(x|z_l)`` over ``n_samples`` draws and
+    ``kl = KL(q(z|x) || p(z))``. ``q = (mu, logvar)`` as in ``log_weights``.
+    """
     xp = namespace_of(x)
-    mu, logvar = encode(params, x, cfg)
+    mu, logvar = encode(params, x, cfg) if q is None else q
     eps = rng.normal((n_samples, x.shape[0], cfg.z_dim), dtype_name(x))
     z, _ = reparameterize_forward(mu, logvar, eps)
     recon = xp.mean(log_likelihood(params, x, z, cfg), axis=0)
@@ -93,13 +101,14 @@ def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int 
     mus = []
     for start in range(0, N, batch_size):
         xb = x[start:min(start + batch_size, N), ...]
-        e, recon, kl = elbo(params, xb, cfg, rng)
+        q = encode(params, xb, cfg)
+        e, log_px_z, kl = elbo(params, xb, cfg, rng, q=q)
         totals["elbo"] += float(xp.sum(e))
-        totals["recon"] += float(xp.sum(-recon))
+        totals["recon"] += float(xp.sum(-log_px_z))
         totals["kl"] += float(xp.sum(kl))
         if k:
-            totals[f"iwae_{k}"] += float(xp.sum(iwae_bound(params, xb, cfg, k, rng, chunk)))
-        mus.append(encode(params, xb, cfg)[0])
+            totals[f"iwae_{k}"] += float(xp.sum(iwae_bound(params, xb, cfg, k, rng, chunk, q)))
+        mus.append(q[0])
     out = {name: value / N for name, value in totals.items()}
     out["active_units"], _ = active_units(xp.concat(mus, axis=0))
     return out

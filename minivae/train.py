@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from . import optim
 from .backend import Generator, from_numpy, namespace_of
 from .bounds import evaluate
@@ -87,7 +89,6 @@ class TrainConfig:
 
 def prepare_data(data: Dataset, tcfg: TrainConfig):
     """Static binarization (once) and the fixed binarization of the test set for 'dynamic'."""
-    import numpy as np
     x_train, x_test = data.x_train, data.x_test
     if tcfg.binarize == "static":
         x_train, x_test = binarize_static(x_train), binarize_static(x_test)
