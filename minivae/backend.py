@@ -167,7 +167,7 @@ def to_backend(x, backend: str, dtype: str | None = None):
 class Generator:
     """Seeded random numbers on a backend's device.
 
-    NumPy uses ``numpy.random.default_rng``, CuPy ``cupy.random.default_rng``, and strict draws with
+    NumPy uses ``numpy.random.default_rng``, CuPy ``cupy.random.RandomState``, and strict draws with
     NumPy on the host and copies the result onto its device. ``seed`` may be an int or a tuple of
     ints (``(seed, epoch, step)``): training keys every step's draws this way so a resumed run draws
     exactly what an uninterrupted one would have.
@@ -176,10 +176,12 @@ class Generator:
     def __init__(self, seed=0, backend: str = "numpy"):
         self.backend = _check_backend(backend)
         seq = np.random.SeedSequence(list(seed) if isinstance(seed, (tuple, list)) else seed)
-        if backend == "cupy":
-            self._rng = _cupy().random.default_rng(int(seq.generate_state(1, np.uint64)[0] >> 1))
+        if backend == "cupy":  # the long-stable RandomState API: standard_normal, random_sample, permutation
+            self._rng = _cupy().random.RandomState(int(seq.generate_state(1, np.uint64)[0] >> 1))
+            self._uniform = self._rng.random_sample
         else:
             self._rng = np.random.default_rng(seq)
+            self._uniform = self._rng.random
 
     def _out(self, a):
         return from_numpy(a, "strict") if self.backend == "strict" else a
@@ -190,7 +192,7 @@ class Generator:
 
     def uniform(self, shape, dtype: str = "float32"):
         """Uniform draws on [0, 1)."""
-        return self._out(self._rng.random(shape, dtype=dtype))
+        return self._out(self._uniform(shape, dtype=dtype))
 
     def permutation(self, n: int):
         """A random permutation of ``range(n)`` as an integer array on the backend."""

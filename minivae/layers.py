@@ -34,9 +34,9 @@ def linear_backward(dy, cache, need_dx: bool = True):
     """
     x, W = cache
     xp = namespace_of(dy)
-    dW = x.mT @ dy
+    dW = x.T @ dy
     db = xp.sum(dy, axis=0)
-    dx = dy @ W.mT if need_dx else None
+    dx = dy @ W.T if need_dx else None
     return dx, dW, db
 
 

@@ -64,7 +64,7 @@ def test_the_two_point_stencil_is_not_enough_for_the_bar():
 def _dropped_transpose(dy, cache, need_dx=True):
     x, W = cache
     xp = B.namespace_of(dy)
-    return (dy @ W if need_dx else None), x.mT @ dy, xp.sum(dy, axis=0)
+    return (dy @ W if need_dx else None), x.T @ dy, xp.sum(dy, axis=0)
 
 
 def _logvar_as_log_std(dz, cache):
