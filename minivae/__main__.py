@@ -35,7 +35,7 @@ LIKELIHOOD_MODES = {
 
 def cmd_gradcheck(args) -> int:
     from .config import VAEConfig
-    from .gradcheck import check_model
+    from .gradcheck import TOLERANCE, check_model
 
     modes = [args.likelihood] if args.likelihood else list(LIKELIHOOD_MODES)
     activations = [args.activation] if args.activation else ["tanh", "softplus", "relu"]
@@ -65,7 +65,7 @@ def cmd_gradcheck(args) -> int:
             note = f" ({kinks} ReLU kink(s) skipped)" if kinks else ""
             print(f"{mode:<22}{activation:<11}{','.join(map(str, hidden)) or 'none':<9}{n_samples:>2}"
                   f"{row.name:>16}{row.max_rel_error:>11.2e}  {'pass' if report.passed else 'FAIL'}{note}")
-    print(f"\nmax relative error per likelihood (bar {1e-8:g}, {args.order}-point stencil, "
+    print(f"\nmax relative error per likelihood (bar {TOLERANCE:g}, {args.order}-point stencil, "
           f"h = {args.h:g}, backend {args.backend}):")
     for mode, err in worst.items():
         print(f"  {mode:<22}{err:.2e}")

@@ -17,6 +17,7 @@ from statistics import NormalDist
 import numpy as np
 
 from .backend import Generator, from_numpy, to_numpy
+from .distributions import reparameterize_forward
 from .vae import decode, encode, likelihood_mean
 
 
@@ -59,10 +60,10 @@ def plot_reconstructions(params, cfg, x: np.ndarray, image_shape, path, backend=
                          dtype="float32", n: int = 16, seed: int = 0):
     """Top row: the first ``n`` inputs; bottom row: E[x|z] with z drawn from q(z|x)."""
     xb = from_numpy(x[:n], backend, dtype)
-    mu, logvar = (to_numpy(a) for a in encode(params, xb, cfg))
-    eps = np.random.default_rng(seed).standard_normal(mu.shape)
-    z = from_numpy(mu + np.exp(0.5 * logvar) * eps, backend, dtype)
-    recon = _mean_image(params, z, cfg)
+    mu, logvar = encode(params, xb, cfg)
+    eps = Generator(seed, backend).normal((1, *mu.shape), dtype)
+    z, _ = reparameterize_forward(mu, logvar, eps)             # (1, n, Z): the library's sampler
+    recon = _mean_image(params, z[0, ...], cfg)
     _save_grid(image_grid(np.concatenate([x[:n], recon]), image_shape, n), path,
                "inputs (top) and reconstructions E[x|z], z ~ q(z|x) (bottom)")
 

@@ -209,7 +209,7 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
 
     ckpt = out / "checkpoint"
     if resume:
-        params, saved_cfg, opt_state, meta = load_checkpoint(ckpt, tcfg.backend, tcfg.dtype, expect=mcfg)
+        params, _, opt_state, meta = load_checkpoint(ckpt, tcfg.backend, tcfg.dtype, expect=mcfg)
         epoch0, step0 = meta["epoch"], meta["step"]
         global_step, sums, elapsed = meta["global_step"], meta["sums"], meta["elapsed"]
         log(f"resuming {out} at epoch {epoch0 + 1}, step {step0} (global step {global_step})")
