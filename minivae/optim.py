@@ -83,6 +83,8 @@ def adam(w, dw, config=None):
     ``m <- b1 m + (1 - b1) dw``; ``v <- b2 v + (1 - b2) dw^2``; ``t <- t + 1``;
     ``w <- w - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``, which is the paper's
     ``w - lr * m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = m / (1 - b1^t)``, ``v_hat = v / (1 - b2^t)``.
+    It is computed as ``w - lr_t * m / (sqrt(v) + eps * sqrt(1 - b2^t))`` with
+    ``lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t)`` (multiply the fraction through by sqrt(1 - b2^t)).
     ``lr`` (1e-3), ``beta1`` (0.9), ``beta2`` (0.999), ``eps`` (1e-8), as in PyTorch.
     """
     config = {} if config is None else config
@@ -101,11 +103,13 @@ def adam(w, dw, config=None):
     v += (1 - b2) * (dw * dw)
     t = config["t"] + 1
     config["t"] = t
+    # the bias corrections folded into two scalars (Kingma & Ba's "more efficient" order, end of
+    # their section 2): one elementwise pass fewer than dividing sqrt(v) itself
+    root_c2 = math.sqrt(1 - b2**t)
     denom = xp.sqrt(v)
-    denom /= math.sqrt(1 - b2**t)
-    denom += config["eps"]
+    denom += config["eps"] * root_c2
     update = m / denom
-    update *= config["lr"] / (1 - b1**t)
+    update *= config["lr"] * root_c2 / (1 - b1**t)
     w -= update
     return w, config
 
