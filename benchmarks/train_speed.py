@@ -5,9 +5,10 @@
 
 The workload is the paper's MNIST model on grayscale Fashion-MNIST: 784-500-20 (tanh), Bernoulli
 likelihood, L = 1, Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8), float32, every parameter initialized
-from N(0, 0.01^2), one epoch = 60,000 examples. Epochs of minivae, PyTorch with its default Adam and
-PyTorch with fused Adam are interleaved, so a slow spell of this shared machine hits all three; the
-medians and their ratios are printed last. PyTorch is optional (``pip install torch==2.13.0``, a
+from N(0, 0.01^2), one epoch = 60,000 examples. Epochs of minivae, of the same step hand-fused in
+NumPy (``fused_numpy.py``: what restructuring the step could buy), of PyTorch with its default Adam
+and of PyTorch with fused Adam are interleaved, so a slow spell of this shared machine hits them
+all; the medians and their ratios are printed last. PyTorch is optional (``pip install torch==2.13.0``, a
 CPU build); without it only minivae's numbers are printed.
 
 Also printed: the GEMM floor (the epoch's matrix products alone, same BLAS and shapes) and what
@@ -30,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MODEL, describe_machine, load_workload, median  # noqa: E402
+from fused_numpy import FusedStep, max_relative_gap  # noqa: E402
 
 import minivae  # noqa: E402
 from minivae import optim  # noqa: E402
@@ -44,13 +46,29 @@ def minivae_model(seed):
 
 
 def minivae_epoch(model, x_train, batch, epoch, seed=0):
-    params, state = model
+    """One epoch of minivae's training step, or of the hand-fused one (a ``FusedStep``) on the same
+    batches and the same noise."""
     tcfg = TrainConfig(batch_size=batch, seed=seed)
     perm = Generator((seed, 0, epoch)).permutation(len(x_train))
     for step in range(len(x_train) // batch):
         xb = minibatch(x_train, perm, step, tcfg)
-        _, grads, _ = gradient(params, xb, MODEL, tcfg, epoch, step)
-        optim.step(params, grads, state, "adam", lr=1e-3)
+        if isinstance(model, FusedStep):
+            model.loss_and_grads(xb, Generator((seed, 1, epoch, step)).normal((1, batch, MODEL.z_dim), "float32"))
+            model.adam(lr=1e-3)
+        else:
+            params, state = model
+            _, grads, _ = gradient(params, xb, MODEL, tcfg, epoch, step)
+            optim.step(params, grads, state, "adam", lr=1e-3)
+
+
+def fused_gradient_gap(x_train, batch):
+    """max relative gap between the fused step's gradient and minivae's, in float64."""
+    params = minivae.init_params(MODEL, seed=3, dtype="float64")
+    x = x_train[:batch].astype(np.float64)
+    eps = Generator((3,)).normal((1, batch, MODEL.z_dim), "float64")
+    fused = FusedStep(params, MODEL, batch)
+    fused.loss_and_grads(x, eps)
+    return max_relative_gap(fused, minivae.loss_and_grads(params, x, eps, MODEL)[1])
 
 
 def minivae_phases(x_train, batch, steps=200):
@@ -230,7 +248,12 @@ def main(argv=None):
 
     summary = {}
     for batch in args.batch:
-        impls = {"minivae": (minivae_model(0), lambda m, e: minivae_epoch(m, x_train, batch, e))}
+        gap = fused_gradient_gap(x_train, batch)
+        if gap > 1e-12:
+            sys.exit(f"the hand-fused NumPy step's gradient differs from minivae's by {gap:.1e} (float64)")
+        impls = {"minivae": (minivae_model(0), lambda m, e: minivae_epoch(m, x_train, batch, e)),
+                 "NumPy, hand-fused step": (FusedStep(minivae_model(0)[0], MODEL, batch),
+                                            lambda m, e: minivae_epoch(m, x_train, batch, e))}
         if have_torch:
             x_train_t = torch.from_numpy(x_train)
             impls["PyTorch (default Adam)"] = (torch_model(0, False), lambda m, e: torch_epoch(m, x_train_t, batch, e))
@@ -246,8 +269,11 @@ def main(argv=None):
         seed_two = minivae_model(1)
         for epoch in range(args.epochs):
             minivae_epoch(seed_two, x_train, batch, epoch, seed=1)
+        fused_params = {k: np.array(v) for k, v in impls["NumPy, hand-fused step"][0].as_minivae(
+            impls["NumPy, hand-fused step"][0].p).items()}
         losses = {"minivae": minivae_test_loss(impls["minivae"][0][0], x_test),
-                  "minivae, seed 1": minivae_test_loss(seed_two[0], x_test)}
+                  "minivae, seed 1": minivae_test_loss(seed_two[0], x_test),
+                  "NumPy, hand-fused step": minivae_test_loss(fused_params, x_test)}
         for name in impls:
             if name.startswith("PyTorch"):
                 losses[name] = torch_test_loss(impls[name][0], x_test)
@@ -255,6 +281,8 @@ def main(argv=None):
         print(f"batch {batch}: seconds per epoch (median of {args.epochs}; all runs)")
         for name, ts in times.items():
             print(f"  {name:<24}{med[name]:8.3f}   ({', '.join(f'{t:.3f}' for t in ts)})")
+        print(f"  (hand-fused step: benchmarks/fused_numpy.py, flat buffers and out= everywhere; its gradient "
+              f"matches minivae's to {gap:.0e} in float64; = {med['NumPy, hand-fused step'] / med['minivae']:.2f}x minivae's epoch)")
         g = median(gemm)
         print(f"  {'GEMM floor':<24}{g:8.3f}   = {100 * g / med['minivae']:.0f}% of minivae's epoch "
               f"(14 matrix products per step alone, NumPy's BLAS)")
@@ -272,7 +300,7 @@ def main(argv=None):
         for name, loss in losses.items():
             print(f"    {name:<24}{loss:9.3f}")
         for name in losses:
-            if name.startswith("PyTorch"):
+            if name.startswith(("PyTorch", "NumPy")):
                 diff = abs(losses[name] - losses["minivae"])
                 verdict = "within" if diff <= 2 * spread else "OUTSIDE"
                 print(f"    |minivae - {name}| = {diff:.3f}: {verdict} twice the difference between two "
@@ -290,7 +318,7 @@ def main(argv=None):
 
     for batch, med in summary.items():
         for name in med:
-            if name.startswith("PyTorch"):
+            if name != "minivae":
                 print(f"batch {batch}: minivae / {name} = {med['minivae'] / med[name]:.2f}")
     if have_torch and 100 in summary:
         print(f"ratio vs PyTorch fused Adam: {summary[100]['minivae'] / summary[100]['PyTorch (fused Adam)']:.2f} (batch 100)")

@@ -29,3 +29,66 @@ def test_gpu_benchmark_says_when_there_is_no_gpu():
     proc = subprocess.run([sys.executable, "benchmarks/gpu_speed.py"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and "did not run" in proc.stdout
+
+
+# --- the hand-fused NumPy step that train_speed.py times beside minivae's -----------------------
+
+def _fused_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import fused_numpy
+    finally:
+        sys.path.pop(0)
+    return fused_numpy
+
+
+def _small_problem(dtype):
+    import numpy as np
+
+    from minivae import VAEConfig, init_params
+    cfg = VAEConfig(x_dim=12, hidden=(7,), z_dim=3, activation="tanh", likelihood="bernoulli", n_samples=1)
+    params = init_params(cfg, seed=4, dtype=dtype, init="uniform")
+    rng = np.random.default_rng(5)
+    x = rng.random((6, 12)).astype(dtype)
+    eps = rng.standard_normal((1, 6, 3)).astype(dtype)
+    return cfg, params, x, eps
+
+
+def test_fused_step_has_minivae_loss_and_gradient():
+    import minivae
+    fused_numpy = _fused_module()
+    cfg, params, x, eps = _small_problem("float64")
+    fused = fused_numpy.FusedStep(params, cfg, batch=6)
+    loss = fused.loss_and_grads(x, eps)
+    ref_loss, ref_grads, _ = minivae.loss_and_grads(params, x, eps, cfg)
+    assert abs(loss - ref_loss) <= 1e-12 * abs(ref_loss)
+    assert fused_numpy.max_relative_gap(fused, ref_grads) < 1e-12
+    # and the comparison can fail: one wrong element of one tensor is caught
+    fused.g["W3"][1, 2] *= 1.001
+    assert fused_numpy.max_relative_gap(fused, ref_grads) > 1e-5
+
+
+def test_fused_step_adam_on_the_flat_buffer_equals_adam_per_tensor():
+    import numpy as np
+
+    import minivae
+    from minivae import optim
+    fused_numpy = _fused_module()
+    cfg, params, x, eps = _small_problem("float32")
+    fused = fused_numpy.FusedStep(params, cfg, batch=6)
+    state = {}
+    for _ in range(3):
+        fused.loss_and_grads(x, eps)
+        fused.adam(lr=1e-2)
+        _, grads, _ = minivae.loss_and_grads(params, x, eps, cfg)
+        optim.step(params, grads, state, "adam", lr=1e-2)
+    for name, value in fused.as_minivae(fused.p).items():
+        np.testing.assert_allclose(value, params[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_fused_step_refuses_other_architectures():
+    from minivae import VAEConfig, init_params
+    fused_numpy = _fused_module()
+    cfg = VAEConfig(x_dim=12, hidden=(7, 5), z_dim=3)
+    with pytest.raises(ValueError, match="one architecture"):
+        fused_numpy.FusedStep(init_params(cfg), cfg, batch=4)
