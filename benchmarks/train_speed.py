@@ -269,11 +269,10 @@ def main(argv=None):
         seed_two = minivae_model(1)
         for epoch in range(args.epochs):
             minivae_epoch(seed_two, x_train, batch, epoch, seed=1)
-        fused_params = {k: np.array(v) for k, v in impls["NumPy, hand-fused step"][0].as_minivae(
-            impls["NumPy, hand-fused step"][0].p).items()}
+        fused = impls["NumPy, hand-fused step"][0]
         losses = {"minivae": minivae_test_loss(impls["minivae"][0][0], x_test),
                   "minivae, seed 1": minivae_test_loss(seed_two[0], x_test),
-                  "NumPy, hand-fused step": minivae_test_loss(fused_params, x_test)}
+                  "NumPy, hand-fused step": minivae_test_loss(fused.as_minivae(fused.p), x_test)}
         for name in impls:
             if name.startswith("PyTorch"):
                 losses[name] = torch_test_loss(impls[name][0], x_test)
