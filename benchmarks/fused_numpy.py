@@ -6,7 +6,7 @@ measure what that is worth here:
 
 - every parameter is a view into one flat float32 buffer, and so is every gradient, so Adam runs
   once over the flat buffers (``optim.step`` on a single array: minivae's own update rule);
-- every intermediate array is an ``out=`` buffer allocated once, and reused at every step;
+- every batch-sized intermediate array is an ``out=`` buffer allocated once, reused at every step;
 - the mu and logvar heads are one (H, 2Z) matrix, so they cost one matrix product each way;
 - no input gradient for the first layer, one random draw per step (as minivae already does).
 

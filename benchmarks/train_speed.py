@@ -280,7 +280,7 @@ def main(argv=None):
         print(f"batch {batch}: seconds per epoch (median of {args.epochs}; all runs)")
         for name, ts in times.items():
             print(f"  {name:<24}{med[name]:8.3f}   ({', '.join(f'{t:.3f}' for t in ts)})")
-        print(f"  (hand-fused step: benchmarks/fused_numpy.py, flat buffers and out= everywhere; its gradient "
+        print(f"  (hand-fused step: benchmarks/fused_numpy.py, flat buffers and out= buffers; its gradient "
               f"matches minivae's to {gap:.0e} in float64; = {med['NumPy, hand-fused step'] / med['minivae']:.2f}x minivae's epoch)")
         g = median(gemm)
         print(f"  {'GEMM floor':<24}{g:8.3f}   = {100 * g / med['minivae']:.0f}% of minivae's epoch "
