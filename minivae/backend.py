@@ -22,6 +22,7 @@ import array_api_compat
 
 BACKENDS = ("numpy", "cupy", "strict")
 DTYPES = ("float32", "float64")
+AUTO = "auto"  # resolves to "cupy" where CuPy can use a CUDA device, else "numpy"
 
 
 class BackendUnavailable(RuntimeError):
@@ -29,9 +30,35 @@ class BackendUnavailable(RuntimeError):
 
 
 def _check_backend(backend: str) -> str:
+    """The backend's name, with ``"auto"`` resolved; raises ValueError for an unknown name."""
+    if backend == AUTO:
+        return resolve(AUTO)
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise ValueError(f"backend must be one of {BACKENDS} or {AUTO!r}, got {backend!r}")
     return backend
+
+
+def cupy_status() -> tuple[bool, str]:
+    """``(usable, why)``: whether CuPy can run on a CUDA device here, and a one-line reason.
+
+    ``why`` names what is missing: the package, the driver, or a device; or, when usable, the
+    device and the CuPy version. Never raises.
+    """
+    try:
+        _cupy()
+    except BackendUnavailable as e:
+        return False, str(e)
+    import cupy
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    return True, f"CuPy {cupy.__version__} on CUDA device {cupy.cuda.Device().id} ({name})"
+
+
+def resolve(backend: str) -> str:
+    """A backend name with ``"auto"`` replaced by ``"cupy"`` when usable, else ``"numpy"``."""
+    if backend != AUTO:
+        return _check_backend(backend)
+    return "cupy" if cupy_status()[0] else "numpy"
 
 
 def _cupy():
@@ -39,18 +66,20 @@ def _cupy():
         import cupy
     except ImportError as e:  # pragma: no cover - depends on the machine
         raise BackendUnavailable(
-            "backend 'cupy' needs CuPy: install it with `pip install -e .[gpu]` "
+            "backend 'cupy' needs CuPy, which is not installed: `pip install -e .[gpu]` "
             "(cupy-cuda12x) on a machine with a CUDA GPU, or use backend='numpy' or 'strict'"
         ) from e
     try:
         n = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # pragma: no cover - depends on the machine
+        what = ("no usable CUDA driver" if "Driver" in str(e) or "driver" in str(e)
+                else "no CUDA device can be used")
         raise BackendUnavailable(
-            f"backend 'cupy': CuPy is installed but no CUDA device can be used ({e}); "
-            "use backend='numpy' or 'strict'"
+            f"backend 'cupy': CuPy {cupy.__version__} is installed but there is {what} "
+            f"({type(e).__name__}: {e}); use backend='numpy' or 'strict'"
         ) from e
     if n == 0:  # pragma: no cover
-        raise BackendUnavailable("backend 'cupy': no CUDA device found; use 'numpy' or 'strict'")
+        raise BackendUnavailable("backend 'cupy': the CUDA driver sees no device; use 'numpy' or 'strict'")
     return cupy
 
 
@@ -65,7 +94,7 @@ def _strict():
 
 
 def is_available(backend: str) -> bool:
-    """True when ``backend`` can run here (CuPy needs a CUDA device)."""
+    """True when ``backend`` can run here (CuPy needs a CUDA device); see ``cupy_status`` for why not."""
     try:
         namespace(backend)
     except BackendUnavailable:
@@ -75,7 +104,7 @@ def is_available(backend: str) -> bool:
 
 def namespace(backend: str = "numpy"):
     """The array namespace ``xp`` of a backend (array-api-compat's wrapper for NumPy and CuPy)."""
-    _check_backend(backend)
+    backend = _check_backend(backend)
     if backend == "numpy":
         return array_api_compat.array_namespace(np.empty(0))
     if backend == "cupy":
@@ -85,7 +114,7 @@ def namespace(backend: str = "numpy"):
 
 def device(backend: str = "numpy"):
     """The device arrays of ``backend`` are created on (``None`` means the library's default)."""
-    _check_backend(backend)
+    backend = _check_backend(backend)
     if backend == "strict":
         return _strict().Device("device1")
     if backend == "cupy":
@@ -139,11 +168,11 @@ def from_numpy(a, backend: str = "numpy", dtype: str | None = None):
     a = np.asarray(a)
     if dtype is not None:
         a = a.astype(dtype, copy=False)
+    backend = _check_backend(backend)
     if backend == "numpy":
         return a
     if backend == "cupy":
         return _cupy().asarray(a)
-    _check_backend(backend)
     return _strict().asarray(a, device=device("strict"))
 
 
@@ -174,7 +203,7 @@ class Generator:
     """
 
     def __init__(self, seed=0, backend: str = "numpy"):
-        self.backend = _check_backend(backend)
+        self.backend = backend = _check_backend(backend)
         seq = np.random.SeedSequence(list(seed) if isinstance(seed, (tuple, list)) else seed)
         if backend == "cupy":  # the long-stable RandomState API: standard_normal, random_sample, permutation
             self._rng = _cupy().random.RandomState(int(seq.generate_state(1, np.uint64)[0] >> 1))

@@ -247,7 +247,7 @@ def check_model(cfg, backend: str = "numpy", seed: int = 0, batch: int = 3,
 
     def f():
         loss, state["cache"], _ = forward(params, x, eps, cfg, validate=False)
-        return loss
+        return float(loss)
 
     signature = (lambda: relu_masks(state["cache"])) if cfg.activation == "relu" else None
     depth = ",".join(map(str, cfg.hidden)) or "none"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import signal
@@ -28,12 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from . import optim
-from .backend import Generator, from_numpy, namespace_of
+from .backend import Generator, from_numpy, namespace_of, resolve, to_numpy
 from .bounds import evaluate
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_atomic
 from .config import VAEConfig
 from .data import BINARIZE, DATASETS, Dataset, binarize_dynamic, binarize_static, load_dataset
-from .vae import init_params, loss_and_grads, validate_data
+from .vae import backward, forward, init_params, validate_data
 
 METRICS = ["epoch", "step", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
            "test_kl", "seconds", "elapsed"]
@@ -45,7 +46,13 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    """How to train. ``lr=None`` takes the optimizer's default (Adam 1e-3, Adagrad/SGD 1e-2)."""
+    """How to train. ``lr=None`` takes the optimizer's default (Adam 1e-3, Adagrad/SGD 1e-2).
+
+    ``backend="auto"`` is resolved when the config is made (cupy where usable, else numpy).
+    ``sync_every``: the step's loss and statistics stay on the device and are read back to the host
+    every this many steps (and before every checkpoint), where the NaN guard looks at them: on a GPU
+    each read stalls the pipeline, so a step itself never reads anything back.
+    """
     dataset: str = "digits"
     epochs: int = 50
     batch_size: int = 100
@@ -60,6 +67,7 @@ class TrainConfig:
     max_steps: int | None = None
     data_dir: str | None = None
     threads: int | None = None
+    sync_every: int = 25
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
@@ -68,14 +76,23 @@ class TrainConfig:
             raise ValueError(f"optimizer: expected one of {sorted(optim.RULES)}, got {self.optimizer!r}")
         if self.binarize not in BINARIZE:
             raise ValueError(f"binarize: expected one of {BINARIZE}, got {self.binarize!r}")
-        for name in ("epochs", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr: expected a positive learning rate, got {self.lr!r}")
+        for name in ("epochs", "batch_size", "sync_every"):
+            _check_int(name, getattr(self, name), low=1)
+        _check_int("seed", self.seed, low=0)
+        for name in ("max_steps", "threads"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), low=1)
+        if self.lr is not None:
+            _check_number("lr", self.lr, "a positive learning rate", positive=True)
+        if self.opt_eps is not None:
+            _check_number("opt_eps", self.opt_eps, "a positive epsilon such as 1e-8", positive=True)
+        _check_number("weight_decay", self.weight_decay, "0 or a positive number (1/N_train is the "
+                      "paper's prior)", positive=False)
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise ValueError(f"data_dir: expected a folder name or None, got {self.data_dir!r}")
+        self.backend = resolve(self.backend)
 
     def hyper(self) -> dict:
         """The optimizer's hyperparameters for ``optim.step``."""
@@ -85,6 +102,18 @@ class TrainConfig:
         if self.opt_eps is not None:
             h["eps"] = self.opt_eps
         return h
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+
+
+def _check_number(name, value, what, positive):
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+          and (value > 0 if positive else value >= 0))
+    if not ok:
+        raise ValueError(f"{name}: expected {what}, got {value!r}")
 
 
 def prepare_data(data: Dataset, tcfg: TrainConfig):
@@ -100,17 +129,26 @@ def prepare_data(data: Dataset, tcfg: TrainConfig):
 
 def _save_run_config(out: Path, mcfg: VAEConfig, tcfg: TrainConfig) -> None:
     record = {"model": mcfg.to_dict(), "train": dataclasses.asdict(tcfg)}
-    (out / "run.json").write_text(json.dumps(record, indent=1))
+    write_atomic(out / "run.json", json.dumps(record, indent=1).encode())
 
 
 def load_run_config(out) -> tuple[VAEConfig, TrainConfig]:
-    """The configs of the run folder ``out``."""
+    """The configs of the run folder ``out``; ValueError if ``run.json`` is damaged."""
     path = Path(out) / "run.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not a minivae run folder (no run.json); train one with "
                                 f"`python -m minivae train --out {out}`")
-    record = json.loads(path.read_text())
-    return VAEConfig.from_dict(record["model"]), TrainConfig(**record["train"])
+    try:
+        record = json.loads(path.read_text())
+        if not (isinstance(record, dict) and isinstance(record.get("model"), dict)
+                and isinstance(record.get("train"), dict)):
+            raise ValueError("expected an object with 'model' and 'train' objects")
+        unknown = set(record["train"]) - {f.name for f in dataclasses.fields(TrainConfig)}
+        if unknown:
+            raise ValueError(f"unknown training settings {sorted(unknown)}")
+        return VAEConfig.from_dict(record["model"]), TrainConfig(**record["train"])
+    except (ValueError, TypeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is damaged ({e}); restore it, or train a new run") from None
 
 
 def _read_metrics(path: Path, before_epoch: int) -> list[dict]:
@@ -121,19 +159,22 @@ def _read_metrics(path: Path, before_epoch: int) -> list[dict]:
 
 
 def _write_metrics(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRICS)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=METRICS)
+    w.writeheader()
+    w.writerows(rows)
+    write_atomic(path, text.getvalue().encode())
 
 
 class _StopFlag:
-    """Turns Ctrl-C into a flag checked between steps, so a step is never cut in half."""
+    """Turns Ctrl-C into a flag checked between steps, so a step is never cut in half.
+
+    A second Ctrl-C stops at once, except while ``saving`` (a checkpoint is being written).
+    """
 
     def __init__(self):
         self.requested = False
+        self.saving = False
 
     def __enter__(self):
         try:
@@ -143,7 +184,7 @@ class _StopFlag:
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C stops at once
+        if self.requested and not self.saving:  # a second Ctrl-C stops at once
             raise KeyboardInterrupt
         self.requested = True
 
@@ -175,13 +216,40 @@ def minibatch(x_train, perm, step: int, tcfg: TrainConfig):
 
 
 def gradient(params, xb, mcfg: VAEConfig, tcfg: TrainConfig, epoch: int, step: int):
-    """One step's loss and gradients, with this step's own random draws (keyed by seed, epoch, step):
-    the dynamic binarization of ``xb`` if asked for, then ``eps``. Returns ``loss_and_grads``'s triple."""
+    """One step's gradients, with this step's own random draws (keyed by seed, epoch, step): the
+    dynamic binarization of ``xb`` if asked for, then ``eps``. Returns ``(stats, grads)`` with
+    ``stats`` = [loss, recon, kl] as one (3,) array left on the device (nothing is read back)."""
     rng = Generator((tcfg.seed, 1, epoch, step), tcfg.backend)
     if tcfg.binarize == "dynamic":
         xb = binarize_dynamic(xb, rng.uniform(tuple(xb.shape), tcfg.dtype))
     eps = rng.normal((mcfg.n_samples, xb.shape[0], mcfg.z_dim), tcfg.dtype)
-    return loss_and_grads(params, xb, eps, mcfg, validate=False)
+    loss, cache, stats = forward(params, xb, eps, mcfg, validate=False)
+    xp = namespace_of(xb)
+    return xp.stack([loss, stats["recon"], stats["kl"]]), backward(cache, mcfg)
+
+
+def _all_finite(arrays) -> bool:
+    """Whether every element of every array is finite, read back from the device once."""
+    arrays = list(arrays)
+    xp = namespace_of(*arrays)
+    return bool(xp.all(xp.stack([xp.all(xp.isfinite(a)) for a in arrays])))
+
+
+def _resume_meta(meta: dict, ckpt: Path, n_batches: int) -> tuple:
+    """Training progress from a checkpoint's ``meta``, checked: (epoch, step, global_step, sums, elapsed)."""
+    try:
+        epoch, step, global_step = meta["epoch"], meta["step"], meta["global_step"]
+        sums, elapsed = meta["sums"], meta["elapsed"]
+        ints_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                      for v in (epoch, step, global_step))
+        sums_ok = (isinstance(sums, list) and len(sums) == 4
+                   and all(isinstance(v, (int, float)) and math.isfinite(v) for v in sums))
+        if not (ints_ok and sums_ok and step < n_batches and isinstance(elapsed, (int, float))):
+            raise ValueError
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{ckpt}.json: its training progress is missing or invalid (epoch, "
+                              f"step, sums); it was not written by this training loop") from None
+    return epoch, step, global_step, sums, float(elapsed)
 
 
 def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
@@ -189,11 +257,12 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
     """Train a VAE into the run folder ``out``; returns a summary dict.
 
     ``resume=True`` continues from ``out``'s checkpoint (its configs must match the ones given).
-    ``callback(epoch, step, stats)``, if given, is called after every step. Raises
-    ``TrainingDiverged`` when the loss is not finite.
+    ``callback(epoch, step, stats)``, if given, is called after every step with ``stats`` a (3,)
+    array on the device: [loss, recon, kl] (reading it, e.g. ``float(stats[0])``, waits for the
+    device). Raises ``TrainingDiverged`` when the loss, the parameters or the test loss are not
+    finite; no checkpoint is ever written from such a state.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if data is None:
         data = load_dataset(tcfg.dataset, tcfg.data_dir, progress)
     if data.x_dim != mcfg.x_dim:
@@ -204,27 +273,63 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
     x_test = from_numpy(x_test_host, tcfg.backend, tcfg.dtype)
     validate_data(x_train, mcfg, tcfg.dtype, name=f"{data.name} training data")
     validate_data(x_test, mcfg, tcfg.dtype, name=f"{data.name} test data")
+    xp = namespace_of(x_train)
     N = x_train.shape[0]
     n_batches = math.ceil(N / tcfg.batch_size)
 
     ckpt = out / "checkpoint"
     if resume:
         params, _, opt_state, meta = load_checkpoint(ckpt, tcfg.backend, tcfg.dtype, expect=mcfg)
-        epoch0, step0 = meta["epoch"], meta["step"]
-        global_step, sums, elapsed = meta["global_step"], meta["sums"], meta["elapsed"]
+        epoch0, step0, global_step, sums, elapsed = _resume_meta(meta, ckpt, n_batches)
         log(f"resuming {out} at epoch {epoch0 + 1}, step {step0} (global step {global_step})")
     else:
         params = init_params(mcfg, seed=tcfg.seed, backend=tcfg.backend, dtype=tcfg.dtype)
         opt_state, epoch0, step0, global_step, elapsed = {}, 0, 0, 0, 0.0
         sums = [0.0, 0.0, 0.0, 0]
+    out.mkdir(parents=True, exist_ok=True)
     _save_run_config(out, mcfg, tcfg)
     rows = _read_metrics(out / "metrics.csv", before_epoch=epoch0 + 1)  # the completed epochs
     _write_metrics(out / "metrics.csv", rows)
 
-    def checkpoint(epoch, step):
+    def kept():
+        return (f"the last good checkpoint is {ckpt}.npz/.json" if ckpt.with_suffix(".json").is_file()
+                else "no checkpoint had been written yet")
+
+    # Each step's [loss, recon, kl] stays on the device in `pending` until read_pending() copies
+    # them to the host in one transfer: every sync_every steps and before every checkpoint.
+    pending = []  # (epoch, step, global_step, batch size, (3,) device array)
+
+    def read_pending():
+        nonlocal sums
+        if not pending:
+            return
+        values = to_numpy(xp.stack([v for *_, v in pending]))                 # (n, 3)
+        bad = [i for i, row in enumerate(values) if not math.isfinite(row[0])]
+        if bad:
+            (epoch, step, g, _, _), value = pending[bad[0]], values[bad[0], 0]
+            later = (f", and at {len(bad) - 1} later step(s) up to step {pending[bad[-1]][1] + 1}"
+                     if len(bad) > 1 else "")
+            raise TrainingDiverged(
+                f"the loss became {value} at epoch {epoch + 1}, step {step + 1} (global step "
+                f"{g + 1}){later}; {kept()}. Try a smaller --lr, or float64.")
+        for (*_, B, _), (loss, recon, kl) in zip(pending, values):
+            sums = [sums[0] + float(loss) * B, sums[1] + float(recon) * B, sums[2] + float(kl) * B,
+                    sums[3] + B]
+        pending.clear()
+
+    def checkpoint(epoch, step, stop):
+        read_pending()
+        if not _all_finite(params.values()):
+            raise TrainingDiverged(f"the parameters are no longer finite after global step {global_step} "
+                                   f"although every loss was; not saved; {kept()}. "
+                                   f"Try a smaller --lr, or float64.")
         meta = {"epoch": epoch, "step": step, "global_step": global_step, "sums": sums,
                 "elapsed": elapsed, "train": dataclasses.asdict(tcfg)}
-        save_checkpoint(ckpt, params, mcfg, opt_state, meta)
+        stop.saving = True
+        try:
+            save_checkpoint(ckpt, params, mcfg, opt_state, meta)
+        finally:
+            stop.saving = False
 
     def eval_test():
         stats = evaluate(params, x_test, mcfg, Generator((tcfg.seed, 3), tcfg.backend))
@@ -243,50 +348,49 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
                 sums = [0.0, 0.0, 0.0, 0]
             bar = tqdm(total=n_batches, initial=first, desc=f"epoch {epoch + 1}/{tcfg.epochs}",
                        disable=not progress, leave=False, file=sys.stderr)
-            for step in range(first, n_batches):
-                xb = minibatch(x_train, perm, step, tcfg)
-                loss, grads, stats = gradient(params, xb, mcfg, tcfg, epoch, step)
-                if not math.isfinite(loss):
-                    bar.close()
-                    kept = (f"the last good checkpoint is {ckpt}.npz/.json" if ckpt.with_suffix(".json").is_file()
-                            else "no checkpoint had been written yet")
-                    raise TrainingDiverged(
-                        f"the loss became {loss} at epoch {epoch + 1}, step {step + 1} (global step "
-                        f"{global_step + 1}); {kept}. Try a smaller --lr, or float64.")
-                optim.step(params, grads, opt_state, tcfg.optimizer, **hyper)
-                global_step += 1
-                B = xb.shape[0]
-                sums = [sums[0] + loss * B, sums[1] + stats["recon"] * B, sums[2] + stats["kl"] * B,
-                        sums[3] + B]
-                bar.set_postfix_str(f"-ELBO {sums[0] / sums[3]:.3f}", refresh=False)
-                bar.update(1)
-                if callback is not None:
-                    callback(epoch, step, stats)
-                hit_max = tcfg.max_steps is not None and global_step >= tcfg.max_steps
-                if (stop.requested or hit_max) and step + 1 < n_batches:
-                    elapsed += time.perf_counter() - start
-                    bar.close()
-                    checkpoint(epoch, step + 1)
-                    status = "interrupted" if stop.requested else "max_steps"
-                    break
-            else:
+            try:
+                for step in range(first, n_batches):
+                    xb = minibatch(x_train, perm, step, tcfg)
+                    stats, grads = gradient(params, xb, mcfg, tcfg, epoch, step)
+                    optim.step(params, grads, opt_state, tcfg.optimizer, **hyper)
+                    pending.append((epoch, step, global_step, xb.shape[0], stats))
+                    global_step += 1
+                    bar.update(1)
+                    if callback is not None:
+                        callback(epoch, step, stats)
+                    if len(pending) >= tcfg.sync_every:
+                        read_pending()
+                        bar.set_postfix_str(f"-ELBO {sums[0] / sums[3]:.3f}")
+                    hit_max = tcfg.max_steps is not None and global_step >= tcfg.max_steps
+                    if (stop.requested or hit_max) and step + 1 < n_batches:
+                        elapsed += time.perf_counter() - start
+                        checkpoint(epoch, step + 1, stop)
+                        status = "interrupted" if stop.requested else "max_steps"
+                        break
+                else:
+                    read_pending()
+                    seconds = time.perf_counter() - start
+                    elapsed += seconds
+                    row = {"epoch": epoch + 1, "step": global_step, "train_loss": sums[0] / sums[3],
+                           "train_recon": sums[1] / sums[3], "train_kl": sums[2] / sums[3],
+                           **eval_test(), "seconds": seconds, "elapsed": elapsed}
+                    if not math.isfinite(row["test_loss"]):
+                        raise TrainingDiverged(
+                            f"the test -ELBO became {row['test_loss']} after epoch {epoch + 1} "
+                            f"(global step {global_step}); not saved; {kept()}. Try a smaller --lr.")
+                    rows.append(row)
+                    _write_metrics(out / "metrics.csv", rows)  # before the checkpoint: a resume
+                    checkpoint(epoch + 1, 0, stop)            # drops rows past the checkpoint
+                    log(f"epoch {epoch + 1:>4}  train -ELBO {row['train_loss']:.4f}  test -ELBO "
+                        f"{row['test_loss']:.4f} (recon {row['test_recon']:.4f}, KL {row['test_kl']:.4f})"
+                        f"  {seconds:.2f}s")
+                    if stop.requested or (tcfg.max_steps is not None and global_step >= tcfg.max_steps):
+                        status = "interrupted" if stop.requested else "max_steps"
+                        break
+                    continue
+                break
+            finally:
                 bar.close()
-                seconds = time.perf_counter() - start
-                elapsed += seconds
-                row = {"epoch": epoch + 1, "step": global_step, "train_loss": sums[0] / sums[3],
-                       "train_recon": sums[1] / sums[3], "train_kl": sums[2] / sums[3],
-                       **eval_test(), "seconds": seconds, "elapsed": elapsed}
-                rows.append(row)
-                _write_metrics(out / "metrics.csv", rows)
-                checkpoint(epoch + 1, 0)
-                log(f"epoch {epoch + 1:>4}  train -ELBO {row['train_loss']:.4f}  test -ELBO "
-                    f"{row['test_loss']:.4f} (recon {row['test_recon']:.4f}, KL {row['test_kl']:.4f})"
-                    f"  {seconds:.2f}s")
-                if stop.requested or (tcfg.max_steps is not None and global_step >= tcfg.max_steps):
-                    status = "interrupted" if stop.requested else "max_steps"
-                    break
-                continue
-            break
     if status == "interrupted":
         log(f"stopped by Ctrl-C; saved {ckpt}.npz/.json. Continue with: "
             f"python -m minivae train --resume --out {out}")

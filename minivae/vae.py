@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from .backend import Generator, backend_of, dtype_name, from_numpy, namespace_of
+from .backend import Generator, backend_of, dtype_name, from_numpy, namespace_of, resolve
 from .config import VAEConfig
 from .distributions import (
     bernoulli_log_prob_backward,
@@ -72,6 +72,7 @@ def init_params(cfg: VAEConfig, seed: int = 0, backend: str = "numpy", dtype: st
     The shared ``dec.logvar`` starts at 0 (unit variance).
     """
     scheme = cfg.init if init is None else init
+    backend = resolve(backend)
     if scheme not in ("normal", "uniform", "glorot"):
         raise ValueError(f"init: expected 'normal', 'uniform' or 'glorot', got {scheme!r}")
     rng = Generator(seed, "numpy")
@@ -261,6 +262,9 @@ def forward(params: dict, x, eps, cfg: VAEConfig, validate: bool = True):
 
     x: (B, D) in the parameters' dtype and backend; eps: (L, B, Z) standard normal draws.
     ``validate=False`` skips the input checks (for a training loop that checked its data once).
+    ``loss`` and the values of ``stats`` (``loss``, ``recon``, ``kl``) are 0-d arrays on the
+    parameters' device: reading one (``float(loss)``) waits for the device, so a training loop
+    collects them and reads them in batches. ``loss_and_grads`` returns them as Python floats.
     """
     if validate:
         validate_params(params, cfg)
@@ -280,8 +284,7 @@ def forward(params: dict, x, eps, cfg: VAEConfig, validate: bool = True):
     kl_mean = xp.sum(kl) / B
     loss = recon + kl_mean
     cache = (x, (L, B, Z), enc_cache, rep_cache, dec_cache, lik_cache, kl_cache)
-    stats = {"loss": float(loss), "recon": float(recon), "kl": float(kl_mean)}
-    return stats["loss"], cache, stats
+    return loss, cache, {"loss": loss, "recon": recon, "kl": kl_mean}
 
 
 def backward(cache, cfg: VAEConfig) -> dict:
@@ -344,7 +347,10 @@ def loss_and_grads(params: dict, x, eps, cfg: VAEConfig, validate: bool = True):
     params: from ``init_params``; x: (B, D); eps: (n_samples, B, z_dim) standard normal draws.
     ``loss`` is -ELBO averaged over the batch (summed over pixels and latent dimensions, averaged
     over the L samples), a Python float. ``grads`` has exactly the keys and shapes of ``params``.
-    ``stats`` has ``loss``, ``recon`` (mean -log p(x|z)) and ``kl`` (mean KL(q(z|x) || p(z))).
+    ``stats`` has ``loss``, ``recon`` (mean -log p(x|z)) and ``kl`` (mean KL(q(z|x) || p(z))), as
+    Python floats. (Reading them waits for the device; ``train`` uses ``forward`` and ``backward``,
+    which keep them on it.)
     """
-    loss, cache, stats = forward(params, x, eps, cfg, validate=validate)
-    return loss, backward(cache, cfg), stats
+    _, cache, stats = forward(params, x, eps, cfg, validate=validate)
+    stats = {k: float(v) for k, v in stats.items()}
+    return stats["loss"], backward(cache, cfg), stats

@@ -169,6 +169,6 @@ def test_direction_check(backend):
     x, eps = g.uniform((3, 8), "float64"), g.normal((1, 3, 3), "float64")
     _, grads, _ = vae.loss_and_grads(params, x, eps, cfg)
     grads["dec.W_out"] = grads["dec.W_out"] * 1.001
-    f = lambda: vae.forward(params, x, eps, cfg)[0]  # noqa: E731
+    f = lambda: float(vae.forward(params, x, eps, cfg)[0])  # noqa: E731
     dirs = [{k: g.normal(tuple(v.shape), "float64") for k, v in params.items()}]
     assert not check_direction(f, params, grads, dirs).passed

@@ -79,26 +79,25 @@ def test_max_steps_stops_and_resumes(tmp_path):
     assert result["status"] == "max_steps" and result["global_step"] == 5
 
 
-def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     tcfg = TrainConfig(epochs=3, batch_size=32, optimizer="sgd", lr=1.0)
     out = tmp_path / "r"
     train(MCFG, TrainConfig(epochs=1, batch_size=32, optimizer="sgd", lr=1.0), out, data=_small(),
           progress=False, log=_quiet)
     good = _params(out)
 
-    def poison(epoch, step, stats):
-        if (epoch, step) == (1, 1):
-            import minivae.train as T
-            T.loss_and_grads = lambda *a, **k: (float("nan"), {}, {})
-
     import minivae.train as T
-    original = T.loss_and_grads
-    try:
-        with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 3 \(global step 10\); "
-                                                  r"the last good checkpoint is .*checkpoint"):
-            train(MCFG, tcfg, out, data=_small(), resume=True, progress=False, callback=poison, log=_quiet)
-    finally:
-        T.loss_and_grads = original
+    honest = T.gradient
+
+    def poisoned(params, xb, mcfg, tcfg, epoch, step):  # the loss is NaN from epoch 2, step 3 on
+        stats, grads = honest(params, xb, mcfg, tcfg, epoch, step)
+        return (stats * float("nan") if (epoch, step) >= (1, 2) else stats), grads
+
+    monkeypatch.setattr(T, "gradient", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 3 \(global step 10\), "
+                                              r"and at \d+ later step\(s\) up to step \d+; "
+                                              r"the last good checkpoint is .*checkpoint"):
+        train(MCFG, tcfg, out, data=_small(), resume=True, progress=False, log=_quiet)
     after = _params(out)
     for k in good:
         np.testing.assert_array_equal(good[k], after[k])
@@ -123,10 +122,28 @@ def test_training_lowers_the_loss_on_every_backend(tmp_path, backend):
 def test_bad_train_config():
     with pytest.raises(ValueError, match="optimizer: expected one of"):
         TrainConfig(optimizer="rmsprop")
-    with pytest.raises(ValueError, match="batch_size: expected a positive integer, got 0"):
+    with pytest.raises(ValueError, match="batch_size: expected an integer >= 1, got 0"):
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="binarize"):
         TrainConfig(binarize="yes")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("epochs", 0, "epochs: expected an integer >= 1, got 0"),
+    ("epochs", -5, "epochs: expected an integer >= 1, got -5"),
+    ("weight_decay", -1.0, "weight_decay: expected 0 or a positive number"),
+    ("opt_eps", -1.0, "opt_eps: expected a positive epsilon"),
+    ("opt_eps", float("nan"), "opt_eps: expected a positive epsilon"),
+    ("max_steps", 0, "max_steps: expected an integer >= 1, got 0"),
+    ("max_steps", -1, "max_steps: expected an integer >= 1, got -1"),
+    ("threads", -1, "threads: expected an integer >= 1, got -1"),
+    ("seed", -1, "seed: expected an integer >= 0, got -1"),
+    ("sync_every", 0, "sync_every: expected an integer >= 1, got 0"),
+    ("backend", "gpu", "backend must be one of"),
+])
+def test_every_train_setting_is_validated(field, value, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        TrainConfig(**{field: value})
 
 
 def test_model_and_data_dimensions_must_agree(tmp_path):
@@ -201,3 +218,101 @@ def test_blas_threads_single_for_small_models():
     big = VAEConfig(x_dim=784, hidden=(500,), z_dim=20)
     assert blas_threads(big, TrainConfig(batch_size=100)) is None
     assert blas_threads(big, TrainConfig(batch_size=100, threads=3)) == 3
+
+
+# --- no device-to-host copies inside a step (issue: the CuPy path) ---------------------------------
+
+HOST_READS = ("__float__", "__bool__", "__int__", "__index__", "__complex__", "__array__", "__dlpack__")
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    """Counts every read of a strict array back to the host: float(), bool(), int(), np.asarray,
+    DLPack, and to_device(CPU). Returns the list of the reads' names, in order."""
+    import array_api_strict
+    Array = type(array_api_strict.asarray([0.0]))
+    reads = []
+    device = array_api_strict.Device("device1")
+
+    def counting(name, method):
+        def wrapper(self, *a, **k):
+            if self.device == device:  # a host array's own conversions are no device read
+                reads.append(name)
+            return method(self, *a, **k)
+        return wrapper
+
+    for name in HOST_READS:
+        monkeypatch.setattr(Array, name, counting(name, getattr(Array, name)))
+    to_device = Array.to_device
+
+    def counting_to_device(self, target, /, **k):
+        if self.device == device and target != device:
+            reads.append("to_device")
+        return to_device(self, target, **k)
+
+    monkeypatch.setattr(Array, "to_device", counting_to_device)
+    return reads
+
+
+@pytest.mark.parametrize("binarize", ["none", "dynamic"])
+def test_a_training_step_reads_nothing_back_from_the_device(tmp_path, host_reads, binarize):
+    per_step = []
+
+    def count(epoch, step, stats):
+        per_step.append(len(host_reads))
+        host_reads.clear()
+
+    tcfg = TrainConfig(epochs=2, batch_size=16, backend="strict", binarize=binarize, sync_every=4)
+    train(MCFG, tcfg, tmp_path / "r", data=_small(n=160), progress=False, callback=count, log=_quiet)
+    assert len(per_step) == 20
+    # before the first step: the data checks, 3 reads per set (all finite, min, max), train and test
+    assert per_step[0] == 6
+    # after every 4th step the batch of 4 losses is read once (one to_device of a (4, 3) array);
+    # nothing else is read back during the epoch
+    assert per_step[1:10] == [0, 0, 0, 1, 0, 0, 0, 1, 0]
+    # the epoch's end (a last read, evaluation, the parameters' finiteness, the checkpoint) comes
+    # after its last callback, so it lands in the next epoch's first count; then steps are clean again
+    assert per_step[10] > 1 and per_step[11:14] == [0, 0, 0] and per_step[14] == 1
+
+
+def test_the_nan_guard_still_names_the_step_when_reads_are_batched(tmp_path, monkeypatch):
+    import minivae.train as T
+    honest = T.gradient
+
+    def poisoned(params, xb, mcfg, tcfg, epoch, step):
+        stats, grads = honest(params, xb, mcfg, tcfg, epoch, step)
+        return (stats * float("inf") if step == 5 else stats), grads
+
+    monkeypatch.setattr(T, "gradient", poisoned)
+    tcfg = TrainConfig(epochs=1, batch_size=16, backend="strict", sync_every=100)
+    with pytest.raises(TrainingDiverged, match=r"loss became inf at epoch 1, step 6 \(global step 6\); "
+                                              r"no checkpoint had been written yet"):
+        train(MCFG, tcfg, tmp_path / "r", data=_small(n=160), progress=False, log=_quiet)
+    assert not (tmp_path / "r" / "checkpoint.npz").exists()
+
+
+# --- no checkpoint of a diverged model (issue: reliability) ----------------------------------------
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point
+@pytest.mark.parametrize("optimizer, lr", [("adam", 1e39), ("sgd", 1e38)])
+def test_a_diverged_model_is_never_saved(tmp_path, optimizer, lr):
+    """The two reproducers: whole-data batches with an absurd learning rate, where the training loss
+    of the step is still finite but the parameters or the test loss are not."""
+    cfg = VAEConfig(x_dim=64, hidden=(8,), z_dim=2)
+    data = _small(n=200)
+    out = tmp_path / "r"
+    with pytest.raises(TrainingDiverged, match="not saved|loss became"):
+        train(cfg, TrainConfig(epochs=3, batch_size=200, optimizer=optimizer, lr=lr), out,
+              data=data, progress=False, log=_quiet)
+    assert not (out / "checkpoint.npz").exists()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_non_finite_parameters_are_never_saved_even_with_a_finite_test_loss(tmp_path, monkeypatch):
+    import minivae.train as T
+    monkeypatch.setattr(T, "evaluate", lambda *a, **k: {"elbo": -1.0, "recon": 1.0, "kl": 0.0})
+    cfg = VAEConfig(x_dim=64, hidden=(8,), z_dim=2)
+    with pytest.raises(TrainingDiverged, match=r"the parameters are no longer finite after global step 1 .*not saved"):
+        train(cfg, TrainConfig(epochs=2, batch_size=200, optimizer="adam", lr=1e39), tmp_path / "r",
+              data=_small(n=200), progress=False, log=_quiet)
+    assert not (tmp_path / "r" / "checkpoint.npz").exists()
