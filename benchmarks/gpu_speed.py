@@ -38,7 +38,7 @@ def minivae_epoch(params, state, x_dev, batch, epoch, backend, steps):
     perm = Generator((0, 0, epoch)).permutation(x_dev.shape[0])
     for step in range(steps):
         xb = minibatch(x_dev, perm, step, tcfg)
-        _, grads, _ = gradient(params, xb, MODEL, tcfg, epoch, step)
+        _, grads = gradient(params, xb, MODEL, tcfg, epoch, step)
         optim.step(params, grads, state, "adam", lr=1e-3)
     synchronize(backend)
 

@@ -57,7 +57,7 @@ def minivae_epoch(model, x_train, batch, epoch, seed=0):
             model.adam(lr=1e-3)
         else:
             params, state = model
-            _, grads, _ = gradient(params, xb, MODEL, tcfg, epoch, step)
+            _, grads = gradient(params, xb, MODEL, tcfg, epoch, step)
             optim.step(params, grads, state, "adam", lr=1e-3)
 
 
@@ -118,7 +118,7 @@ def gemm_epoch(batch, n_examples, lib="numpy"):
 
 def minivae_test_loss(params, x_test):
     eps = np.random.default_rng(123).standard_normal((1, len(x_test), MODEL.z_dim)).astype(np.float32)
-    return minivae.forward(params, x_test, eps, MODEL, validate=False)[0]
+    return float(minivae.forward(params, x_test, eps, MODEL, validate=False)[0])
 
 
 # --- PyTorch: the identical model -------------------------------------------------------------------

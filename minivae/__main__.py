@@ -1,12 +1,53 @@
-"""The command line: ``python -m minivae {gradcheck,train,evaluate,sample,fetch} ...``."""
+"""The command line: ``python -m minivae {gradcheck,train,evaluate,sample,fetch,doctor} ...``."""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from pathlib import Path
 
 from . import __version__
+
+BACKEND_CHOICES = ["numpy", "cupy", "strict", "auto"]
+
+
+def _integer(low: int):
+    """An argparse type: an integer >= ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _number(positive: bool):
+    """An argparse type: a finite number, > 0 (``positive``) or >= 0."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or (value <= 0 if positive else value < 0):
+            raise argparse.ArgumentTypeError(f"expected a finite number {'> 0' if positive else '>= 0'}, "
+                                             f"got {text}")
+        return value
+    parse.__name__ = "positive number" if positive else "number >= 0"
+    return parse
+
+
+def _run_name(text: str) -> str:
+    """``--name``: one folder name under runs/, never a path that leaves it."""
+    if not text or text in (".", "..") or "/" in text or (os.sep in text) or (os.altsep and os.altsep in text):
+        raise argparse.ArgumentTypeError(f"expected a plain folder name under runs/ (no '/', '..' or "
+                                         f"absolute path), got {text!r}; use --out for another place")
+    return text
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -74,7 +115,8 @@ def cmd_gradcheck(args) -> int:
     return 1 if failed else 0
 
 
-def _model_config(args, x_dim):
+def model_config(args, x_dim):
+    """The VAEConfig of ``train``'s arguments for data of ``x_dim`` pixels."""
     from .config import VAEConfig
     likelihood, variance = LIKELIHOOD_MODES[args.likelihood]
     return VAEConfig(x_dim=x_dim, hidden=args.hidden, z_dim=args.z_dim, activation=args.activation,
@@ -82,32 +124,64 @@ def _model_config(args, x_dim):
                      n_samples=args.n_samples, init=args.init, init_std=args.init_std)
 
 
+def train_config(args):
+    """The TrainConfig of ``train``'s arguments (``backend auto`` resolved)."""
+    from .train import TrainConfig
+    return TrainConfig(dataset=args.dataset, epochs=args.epochs or 300, batch_size=args.batch_size,
+                       optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                       opt_eps=args.opt_eps, binarize=args.binarize, seed=args.seed,
+                       backend=args.backend, dtype=args.dtype, max_steps=args.max_steps,
+                       data_dir=args.data_dir, threads=args.threads, sync_every=args.sync_every)
+
+
+# With --resume a run continues with its own settings; these flags still apply.
+RESUME_FLAGS = {"resume", "out", "epochs", "no_progress"}
+
+
+def _given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """The option strings of ``parser`` that appear in ``argv`` (as ``--x v`` or ``--x=v``)."""
+    given = []
+    for action in parser._actions:
+        for opt in action.option_strings:
+            if any(a == opt or a.startswith(opt + "=") for a in argv):
+                given.append((action.dest, opt))
+    return given
+
+
+def _say_backend(requested: str, resolved: str) -> None:
+    if requested == "auto":
+        from .backend import cupy_status
+        usable, why = cupy_status()
+        print(f"backend auto -> {resolved} ({why})")
+
+
 def cmd_train(args) -> int:
     import time
 
     from .data import load_dataset
     from .plots import make_figures
-    from .train import TrainConfig, load_run_config, train
+    from .train import load_run_config, train
 
     if args.resume:
         if args.out is None:
             raise ValueError("--resume needs --out RUN_DIR, the run folder to continue")
+        ignored = [opt for dest, opt in _given_flags(args.parser, args.argv) if dest not in RESUME_FLAGS]
+        if ignored:
+            print(f"--resume continues with the run's own settings (its run.json); ignoring "
+                  f"{', '.join(ignored)}")
         mcfg, tcfg = load_run_config(args.out)
         if args.epochs is not None:
             tcfg.epochs = args.epochs
         out = Path(args.out)
     else:
-        tcfg = TrainConfig(dataset=args.dataset, epochs=args.epochs or 300, batch_size=args.batch_size,
-                           optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-                           opt_eps=args.opt_eps, binarize=args.binarize, seed=args.seed,
-                           backend=args.backend, dtype=args.dtype, max_steps=args.max_steps,
-                           data_dir=args.data_dir, threads=args.threads)
+        tcfg = train_config(args)
+        _say_backend(args.backend, tcfg.backend)
         out = Path(args.out) if args.out else Path("runs") / (args.name or
                                                              time.strftime(f"{args.dataset}-%Y%m%d-%H%M%S"))
         mcfg = None
     data = load_dataset(tcfg.dataset, tcfg.data_dir, progress=not args.no_progress)
     if mcfg is None:
-        mcfg = _model_config(args, data.x_dim)
+        mcfg = model_config(args, data.x_dim)
     print(f"run folder: {out.resolve()}")
     print(f"model: {mcfg}")
     print(f"data: {data.name}, {len(data.x_train)} train / {len(data.x_test)} test, x_dim {data.x_dim}; "
@@ -123,11 +197,14 @@ def cmd_train(args) -> int:
 
 
 def _load_run(run_dir, backend=None):
+    from .backend import resolve
     from .checkpoint import load_checkpoint
     from .train import load_run_config
 
     mcfg, tcfg = load_run_config(run_dir)
-    backend = backend or tcfg.backend
+    if backend is not None:
+        _say_backend(backend, resolve(backend))
+    backend = resolve(backend or tcfg.backend)
     params, _, _, _ = load_checkpoint(Path(run_dir) / "checkpoint", backend, tcfg.dtype, expect=mcfg)
     return mcfg, tcfg, params, backend
 
@@ -171,9 +248,16 @@ def cmd_sample(args) -> int:
     mcfg, tcfg, params, backend = _load_run(args.run_dir, args.backend)
     shape = load_dataset(tcfg.dataset, tcfg.data_dir, progress=False).image_shape
     path = Path(args.out or Path(args.run_dir) / "samples.png")
+    if path.is_dir():
+        path = path / "samples.png"
     plot_samples(params, mcfg, shape, path, backend, tcfg.dtype, n=args.n, seed=args.seed)
     print(f"wrote {path}")
     return 0
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import main as doctor
+    return doctor(backend=args.backend, run_tests=not args.no_tests)
 
 
 def cmd_fetch(args) -> int:
@@ -187,6 +271,7 @@ def cmd_fetch(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .gradcheck import DEFAULT_H
 
+    positive, count = _integer(1), _integer(0)
     parser = argparse.ArgumentParser(prog="python -m minivae", description=__doc__)
     parser.add_argument("--version", action="version", version=f"minivae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,14 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--likelihood", choices=list(LIKELIHOOD_MODES))
     g.add_argument("--activation", choices=["tanh", "softplus", "relu"])
     g.add_argument("--hidden", type=_hidden, default=None, help="e.g. 8,8 or none (default: all of none, 5, 5,4)")
-    g.add_argument("--n-samples", type=int, default=None, help="L (default: 1 and 3)")
-    g.add_argument("--x-dim", type=int, default=6)
-    g.add_argument("--z-dim", type=int, default=3)
-    g.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "strict"])
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--h", type=float, default=DEFAULT_H, help="finite-difference step")
+    g.add_argument("--n-samples", type=positive, default=None, help="L (default: 1 and 3)")
+    g.add_argument("--x-dim", type=positive, default=6)
+    g.add_argument("--z-dim", type=positive, default=3)
+    g.add_argument("--backend", default="numpy", choices=BACKEND_CHOICES)
+    g.add_argument("--seed", type=count, default=0)
+    g.add_argument("--h", type=_number(positive=True), default=DEFAULT_H, help="finite-difference step")
     g.add_argument("--order", type=int, default=4, choices=[2, 4], help="stencil order")
-    g.add_argument("--directions", type=int, default=0, help="add random-direction checks")
+    g.add_argument("--directions", type=count, default=0, help="add random-direction checks")
     g.add_argument("-v", "--verbose", action="store_true", help="print every table, not just failures")
     g.set_defaults(func=cmd_gradcheck)
 
@@ -215,65 +300,86 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", default="digits", choices=["digits", "bars", "mnist", "fashion-mnist"])
     t.add_argument("--data-dir", default=None, help="folder with the IDX files (or set MINIVAE_DATA)")
     t.add_argument("--hidden", type=_hidden, default=(256,), help="hidden widths, e.g. 500 or 200,200")
-    t.add_argument("--z-dim", type=int, default=2)
+    t.add_argument("--z-dim", type=positive, default=2)
     t.add_argument("--activation", default="tanh", choices=["tanh", "softplus", "relu"])
     t.add_argument("--likelihood", default="bernoulli", choices=list(LIKELIHOOD_MODES))
-    t.add_argument("--sigma", type=float, default=1.0, help="std of the fixed-variance Gaussian")
-    t.add_argument("--n-samples", type=int, default=1, help="L, samples of z per example")
+    t.add_argument("--sigma", type=_number(positive=True), default=1.0, help="std of the fixed-variance Gaussian")
+    t.add_argument("--n-samples", type=positive, default=1, help="L, samples of z per example")
     t.add_argument("--init", default="normal", choices=["normal", "uniform", "glorot"])
-    t.add_argument("--init-std", type=float, default=0.01)
-    t.add_argument("--epochs", type=int, default=None, help="default 300 (with --resume: extend to this many)")
-    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--init-std", type=_number(positive=True), default=0.01)
+    t.add_argument("--epochs", type=positive, default=None,
+                   help="default 300 (with --resume: extend the run to this many)")
+    t.add_argument("--batch-size", type=positive, default=32)
     t.add_argument("--optimizer", default="adam", choices=["sgd", "momentum", "adagrad", "adam"])
-    t.add_argument("--lr", type=float, default=None, help="default: the optimizer's (adam 1e-3, others 1e-2)")
-    t.add_argument("--weight-decay", type=float, default=0.0,
+    t.add_argument("--lr", type=_number(positive=True), default=None,
+                   help="default: the optimizer's (adam 1e-3, others 1e-2)")
+    t.add_argument("--weight-decay", type=_number(positive=False), default=0.0,
                    help="the N(0, I) weight prior of the paper is 1/N_train")
-    t.add_argument("--opt-eps", type=float, default=None, help="the optimizer's epsilon")
+    t.add_argument("--opt-eps", type=_number(positive=True), default=None, help="the optimizer's epsilon")
     t.add_argument("--binarize", default="none", choices=["none", "static", "dynamic"])
-    t.add_argument("--max-steps", type=int, default=None, help="stop after this many updates")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--backend", default="numpy", choices=["numpy", "cupy", "strict"])
+    t.add_argument("--max-steps", type=positive, default=None, help="stop after this many updates")
+    t.add_argument("--seed", type=count, default=0)
+    t.add_argument("--backend", default="numpy", choices=BACKEND_CHOICES,
+                   help="auto: cupy where a CUDA GPU can be used, else numpy")
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    t.add_argument("--threads", type=int, default=None,
+    t.add_argument("--threads", type=positive, default=None,
                    help="BLAS threads (default: 1 for small models, else the library's default)")
+    t.add_argument("--sync-every", type=positive, default=25,
+                   help="read the losses back from the device every this many steps (default 25)")
     t.add_argument("--out", default=None, help="run folder (default runs/<name>)")
-    t.add_argument("--name", default=None, help="run name under runs/ (default: dataset and time)")
+    t.add_argument("--name", type=_run_name, default=None,
+                   help="run name under runs/ (default: dataset and time)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=cmd_train, parser=t)
 
     e = sub.add_parser("evaluate", help="test ELBO, importance-weighted bound, active units")
     e.add_argument("run_dir")
-    e.add_argument("--k", type=int, default=5000, help="importance samples (0: ELBO only)")
-    e.add_argument("--batch-size", type=int, default=100)
-    e.add_argument("--limit", type=int, default=None, help="evaluate the first N test examples only")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--backend", default=None, choices=["numpy", "cupy", "strict"],
-                   help="default: the run's backend")
+    e.add_argument("--k", type=count, default=5000, help="importance samples (0: ELBO only)")
+    e.add_argument("--batch-size", type=positive, default=100)
+    e.add_argument("--limit", type=positive, default=None, help="evaluate the first N test examples only")
+    e.add_argument("--seed", type=count, default=0)
+    e.add_argument("--backend", default=None, choices=BACKEND_CHOICES, help="default: the run's backend")
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("sample", help="draw samples from the prior of a trained run")
     s.add_argument("run_dir")
-    s.add_argument("--n", type=int, default=64)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", default=None, help="image path (default RUN_DIR/samples.png)")
-    s.add_argument("--backend", default=None, choices=["numpy", "cupy", "strict"])
+    s.add_argument("--n", type=positive, default=64)
+    s.add_argument("--seed", type=count, default=0)
+    s.add_argument("--out", default=None, help="image path or folder (default RUN_DIR/samples.png)")
+    s.add_argument("--backend", default=None, choices=BACKEND_CHOICES)
     s.set_defaults(func=cmd_sample)
 
     f = sub.add_parser("fetch", help="find or download an IDX data set (mnist, fashion-mnist)")
     f.add_argument("name", choices=["mnist", "fashion-mnist"])
     f.add_argument("--data-dir", default=None)
     f.set_defaults(func=cmd_fetch)
+
+    d = sub.add_parser("doctor", help="versions, BLAS, whether a GPU can be used; with one, check it",
+                       description="Print the versions, the BLAS and whether CuPy can use a CUDA "
+                       "device (and why not). With a usable GPU, also run the cupy tests, the "
+                       "float64 gradient check and agreement with numpy, one epoch on numpy and "
+                       "cupy, and benchmarks/gpu_speed.py (with PyTorch). Exits 1 on any failure.")
+    d.add_argument("--backend", default=None, choices=["cupy", "strict"],
+                   help="run the device checks on this backend (strict: the emulated device, "
+                        "which tests the checks without a GPU)")
+    d.add_argument("--no-tests", action="store_true", help="leave out the test suite run")
+    d.set_defaults(func=cmd_doctor)
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, RuntimeError, OSError) as e:  # bad input, missing files, a full disk: one line
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -281,6 +281,9 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
     if resume:
         params, _, opt_state, meta = load_checkpoint(ckpt, tcfg.backend, tcfg.dtype, expect=mcfg)
         epoch0, step0, global_step, sums, elapsed = _resume_meta(meta, ckpt, n_batches)
+        if epoch0 >= tcfg.epochs:
+            raise ValueError(f"{out} has already trained {epoch0} epoch(s) of {tcfg.epochs}; to train "
+                             f"more, resume with --epochs N for some N > {epoch0}")
         log(f"resuming {out} at epoch {epoch0 + 1}, step {step0} (global step {global_step})")
     else:
         params = init_params(mcfg, seed=tcfg.seed, backend=tcfg.backend, dtype=tcfg.dtype)

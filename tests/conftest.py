@@ -7,8 +7,9 @@ from minivae import backend as B
 
 
 def _backend_params():
-    marks = {"cupy": pytest.mark.skipif(not B.is_available("cupy"),
-                                        reason="CuPy with a CUDA device not available")}
+    usable, why = B.cupy_status()
+    marks = {"cupy": pytest.mark.skipif(not usable, reason=f"would run this test on CuPy, on a CUDA "
+                                        f"GPU; here {why}")}
     return [pytest.param(name, marks=marks.get(name, ())) for name in B.BACKENDS]
 
 
