@@ -19,11 +19,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
+import math
 import os
 import struct
 import sys
+import tempfile
+import time
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,42 +44,59 @@ class DataError(ValueError):
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path) -> np.ndarray:
+MAX_IDX_BYTES = 1 << 31  # 2 GiB: 45x the largest IDX file minivae knows (MNIST's 47 MB of images)
+MAX_IDX_DIMS = 16
+
+
+def read_idx(path, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
     """Read an IDX file (gzipped when its name ends in .gz) into an array, checking it whole.
 
     The header is two zero bytes, a type code, the number of dimensions, then each dimension as a
-    big-endian uint32; the payload must hold exactly the product of the dimensions. Anything else
-    raises ``DataError`` naming the file and the problem.
+    big-endian uint32; the payload must hold exactly the product of the dimensions. The header is
+    read first and then exactly the payload it declares (at most ``max_bytes``), so a file that
+    decompresses to far more than it declares (a gzip bomb) costs no more memory than an honest one.
+    Anything wrong raises ``DataError`` naming the file and the problem.
     """
     path = Path(path)
+    gz = path.suffix == ".gz"
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as f:
-            raw = f.read()
+        with (gzip.open if gz else open)(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4:
+                raise DataError(f"{path}: only {len(head)} bytes, too short for an IDX header (truncated?)")
+            zero, code, ndim = struct.unpack(">HBB", head)
+            if zero != 0 or code not in _IDX_DTYPES or ndim == 0:
+                raise DataError(f"{path}: wrong magic number {head.hex()} (expected 0000 then a type "
+                                f"code in {[hex(c) for c in _IDX_DTYPES]} and a dimension count): not an "
+                                f"IDX file")
+            if ndim > MAX_IDX_DIMS:
+                raise DataError(f"{path}: header announces {ndim} dimensions (at most {MAX_IDX_DIMS} "
+                                f"accepted): not a data set of images or labels")
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise DataError(f"{path}: header announces {ndim} dimensions but the file ends after "
+                                f"{4 + len(raw_dims)} bytes (truncated)")
+            dims = struct.unpack(f">{ndim}I", raw_dims)
+            dtype = np.dtype(_IDX_DTYPES[code])
+            expected = math.prod(dims) * dtype.itemsize  # a Python int: no overflow
+            # a zero dimension makes the file empty, but NumPy still refuses a shape whose other
+            # dimensions multiply past its index range: bound them too
+            if max(expected, math.prod(max(d, 1) for d in dims) * dtype.itemsize) > max_bytes:
+                raise DataError(f"{path}: dimensions {dims} declare {expected:,} bytes of data, more than "
+                                f"the {max_bytes:,} read_idx accepts (max_bytes); not a usable data file")
+            payload = f.read(expected)
+            if len(payload) != expected:
+                raise DataError(f"{path}: dimensions {dims} need {expected} bytes of data, found "
+                                f"{len(payload)}: the file is truncated; delete it and fetch it again")
+            if f.read(1):
+                raise DataError(f"{path}: dimensions {dims} need {expected} bytes of data, found more: "
+                                f"the file has trailing bytes; delete it and fetch it again")
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: cannot be read as {'gzip' if path.suffix == '.gz' else 'a file'} "
-                        f"({e}); the file is corrupt or truncated: delete it and fetch it again") from None
-    if len(raw) < 4:
-        raise DataError(f"{path}: only {len(raw)} bytes, too short for an IDX header (truncated?)")
-    zero, code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or code not in _IDX_DTYPES or ndim == 0:
-        raise DataError(f"{path}: wrong magic number {raw[:4].hex()} (expected 0000 then a type "
-                        f"code in {[hex(c) for c in _IDX_DTYPES]} and a dimension count): not an IDX file")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: header announces {ndim} dimensions but the file ends after "
-                        f"{len(raw)} bytes (truncated)")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(_IDX_DTYPES[code])
-    expected = int(np.prod(dims)) * dtype.itemsize
-    got = len(raw) - header
-    if got != expected:
-        what = "truncated" if got < expected else "has trailing bytes"
-        raise DataError(f"{path}: dimensions {dims} need {expected} bytes of data, found {got}: "
-                        f"the file {what}; delete it and fetch it again")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path}: cannot be read as {'gzip' if gz else 'a file'} ({e}); the file is "
+                        f"corrupt or truncated: delete it and fetch it again") from None
+    return np.frombuffer(payload, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def write_idx(path, array: np.ndarray) -> None:
@@ -104,6 +126,7 @@ class IdxSource:
     n_train: int = 60000
     n_test: int = 10000
     image_shape: tuple = (28, 28)
+    max_bytes: int = 32 << 20  # no file of the data set is larger: a download stops past it
 
 
 IDX_SOURCES = {
@@ -120,6 +143,7 @@ IDX_SOURCES = {
         ("https://ossci-datasets.s3.amazonaws.com/mnist/",
          "https://storage.googleapis.com/cvdf-datasets/mnist/"),
         ("/usr/share/datasets/mnist",),
+        max_bytes=16 << 20,  # the largest file, train-images, is 9.9 MB
     ),
     "fashion-mnist": IdxSource(
         "fashion-mnist",
@@ -131,8 +155,11 @@ IDX_SOURCES = {
                          "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229"),
          "test_labels": ("t10k-labels-idx1-ubyte.gz",
                          "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf")},
-        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        # https first (the authors' repository); the SHA-256 check guards either
+        ("https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+         "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"),
         ("/usr/share/datasets/fashion-mnist",),
+        max_bytes=32 << 20,  # the largest file, train-images, is 26.4 MB
     ),
 }
 
@@ -184,34 +211,64 @@ def sha256_of(path) -> str:
     return h.hexdigest()
 
 
-def download(url: str, dest, sha256: str, progress: bool = True, timeout: float = 30.0) -> Path:
-    """Download ``url`` to ``dest`` through ``dest.part``, renaming only after the SHA-256 matches.
+DOWNLOAD_DEADLINE = 600.0  # seconds for one file, start to end, however the server trickles
 
-    A mismatch deletes the partial file and raises ``DataError``; a network failure raises
-    ``DataError`` that says how to put the file in place by hand.
+
+def download(url: str, dest, sha256: str, progress: bool = True, timeout: float = 30.0,
+             max_bytes: int | None = None, deadline: float = DOWNLOAD_DEADLINE) -> Path:
+    """Download ``url`` to ``dest`` through a fresh ``.part`` file, renamed only after the SHA-256 matches.
+
+    ``timeout`` bounds each network wait, ``deadline`` the whole download, ``max_bytes`` its size.
+    Any failure (network, protocol, size, time, checksum) deletes the partial file and raises
+    ``DataError`` saying what went wrong.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    start = time.monotonic()
+    part = None
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            bar = _progress_bar(total, dest.name, progress)
-            h = hashlib.sha256()
-            for chunk in iter(lambda: response.read(1 << 16), b""):
-                out.write(chunk)
-                h.update(chunk)
-                bar.update(len(chunk))
-            bar.close()
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        part.unlink(missing_ok=True)
-        raise DataError(f"could not download {url}: {getattr(e, 'reason', e)}") from None
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length else None
+            if total is not None and (total < 0 or (max_bytes and total > max_bytes)):
+                raise DataError(f"{url}: the server announces {total:,} bytes; no file of this data set "
+                                f"has more than {max_bytes:,}: not the expected file")
+            fd, part = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+            h, n = hashlib.sha256(), 0
+            with os.fdopen(fd, "wb") as out, _progress_bar(total, dest.name, progress) as bar:
+                while chunk := response.read1(1 << 16):
+                    n += len(chunk)
+                    if max_bytes and n > max_bytes:
+                        raise DataError(f"{url}: more than {max_bytes:,} bytes, larger than any file of "
+                                        f"this data set: not the expected file")
+                    if time.monotonic() - start > deadline:
+                        raise DataError(f"{url}: not complete after {deadline:g} s ({n:,} bytes); the "
+                                        f"server is too slow")
+                    out.write(chunk)
+                    h.update(chunk)
+                    bar.update(len(chunk))
+            if total is not None and n != total:
+                raise DataError(f"{url}: the connection closed after {n:,} of {total:,} bytes")
+    except DataError:
+        _discard(part)
+        raise
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+        _discard(part)
+        raise DataError(f"could not download {url}: {type(e).__name__}: {getattr(e, 'reason', e)}") from None
+    except BaseException:
+        _discard(part)
+        raise
     if h.hexdigest() != sha256:
-        part.unlink(missing_ok=True)
+        _discard(part)
         raise DataError(f"{url}: checksum mismatch (sha256 {h.hexdigest()}, expected {sha256}); "
                         f"the download is corrupt or the mirror changed the file; nothing was kept")
     os.replace(part, dest)
     return dest
+
+
+def _discard(part) -> None:
+    if part is not None:
+        Path(part).unlink(missing_ok=True)
 
 
 def _progress_bar(total, desc, enabled):
@@ -236,7 +293,8 @@ def fetch(name: str, data_dir=None, progress: bool = True, mirrors=None) -> dict
             continue
         for base in mirrors or source.mirrors:
             try:
-                paths[role] = download(base + filename, target / filename, sha, progress)
+                paths[role] = download(base + filename, target / filename, sha, progress,
+                                       max_bytes=source.max_bytes)
                 break
             except DataError as e:
                 errors.append(str(e))

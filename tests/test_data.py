@@ -30,7 +30,7 @@ def test_idx_truncated(tmp_path, images):
     write_idx(tmp_path / "x", images)
     raw = (tmp_path / "x").read_bytes()
     (tmp_path / "x").write_bytes(raw[:-5])
-    with pytest.raises(DataError, match=r"x: dimensions \(7, 4, 3\) need 84 bytes of data, found 79: the file truncated"):
+    with pytest.raises(DataError, match=r"x: dimensions \(7, 4, 3\) need 84 bytes of data, found 79: the file is truncated"):
         read_idx(tmp_path / "x")
     (tmp_path / "h").write_bytes(raw[:9])
     with pytest.raises(DataError, match="header announces 3 dimensions but the file ends after 9 bytes"):
@@ -248,3 +248,161 @@ def test_fetch_cli_prints_where_the_files_are(tmp_path, monkeypatch, capsys):
     assert main(["fetch", "fashion-mnist"]) == 0
     out = capsys.readouterr().out
     assert f"train_images  {tmp_path / 'fashion-mnist' / 'train-images-idx3-ubyte.gz'}" in out
+
+
+# --- hostile files and servers (issue: reliability) ------------------------------------------------
+
+def test_a_gzip_bomb_costs_no_more_memory_than_its_header_declares(tmp_path):
+    import gzip
+    import struct
+    import tracemalloc
+    bomb = tmp_path / "bomb-idx3-ubyte.gz"
+    with gzip.open(bomb, "wb", compresslevel=1) as f:  # declares 6 images, then 64 MB of zeros
+        f.write(struct.pack(">HBB3I", 0, 0x08, 3, 6, 28, 28))
+        zeros = bytes(1 << 20)
+        for _ in range(64):
+            f.write(zeros)
+    assert bomb.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="has trailing bytes"):
+            read_idx(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20, peak
+
+
+@pytest.mark.parametrize("header, message", [
+    ((0x08, 4, (65536,) * 4), r"declare 18,446,744,073,709,551,616 bytes of data, more than"),
+    ((0x08, 65, (1,) * 65), r"header announces 65 dimensions \(at most 16 accepted\)"),
+    ((0x0E, 2, (70000, 70000)), r"more than the 2,147,483,648 read_idx accepts"),
+])
+def test_absurd_headers_are_data_errors(tmp_path, header, message):
+    import struct
+    code, ndim, dims = header
+    path = tmp_path / "x-idx"
+    path.write_bytes(struct.pack(">HBB", 0, code, ndim) + struct.pack(f">{ndim}I", *dims))
+    with pytest.raises(DataError, match=message):
+        read_idx(path)
+
+
+def test_a_damaged_deflate_stream_is_a_data_error(tmp_path):
+    """Flipped bits inside the compressed blocks: zlib.error, a CRC failure or a nonsense header,
+    and in every case a DataError naming the file."""
+    write_idx(tmp_path / "x.gz", np.random.default_rng(0).integers(0, 256, (50, 10, 10), dtype=np.uint8))
+    clean = (tmp_path / "x.gz").read_bytes()
+    for start in range(20, 60):
+        raw = bytearray(clean)
+        for i in range(start, len(raw) - 8, 97):
+            raw[i] ^= 0x5A
+        (tmp_path / "y.gz").write_bytes(bytes(raw))
+        with pytest.raises(DataError, match="y.gz: "):
+            read_idx(tmp_path / "y.gz")
+
+
+class _FaultyServer:
+    """A loopback HTTP server that misbehaves by path: /<fault>/<file>; /good/<file> serves ``files``.
+    Every response is bounded in size and time, so a test never runs away."""
+
+    def __init__(self, files: dict):
+        import socketserver
+        outer = self
+        self.files = files
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                line = self.rfile.readline(65537).decode("latin-1")
+                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass
+                fault, _, name = line.split(" ")[1].lstrip("/").partition("/")
+                outer.respond(fault, name, self.wfile)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def respond(self, fault, name, w):
+        import time
+        ok = b"HTTP/1.1 200 OK\r\nConnection: close\r\n"
+        try:
+            if fault == "good":
+                body = self.files[name]
+                w.write(ok + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            elif fault == "badstatus":
+                w.write(b"SPAM 200 eggs\r\n\r\n")
+            elif fault == "incomplete":
+                w.write(ok + b"Content-Length: 1000\r\n\r\n" + b"x" * 10)
+            elif fault == "longline":
+                w.write(ok + b"X-Long: " + b"a" * 70000 + b"\r\n\r\n")
+            elif fault == "manyheaders":
+                w.write(ok + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n")
+            elif fault == "badlength":
+                w.write(ok + b"Content-Length: abc\r\n\r\n" + b"x" * 10)
+            elif fault == "endless":  # no length, 8 MB of zeros at most
+                w.write(ok + b"\r\n")
+                for _ in range(128):
+                    w.write(bytes(1 << 16))
+            elif fault == "slow":  # one byte every 0.1 s, for 6 s at most
+                w.write(ok + b"Content-Length: 60\r\n\r\n")
+                for _ in range(60):
+                    w.write(b"x")
+                    w.flush()
+                    time.sleep(0.1)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+FAULTS = ["badstatus", "incomplete", "longline", "manyheaders", "badlength", "endless"]
+
+
+@pytest.fixture
+def faulty(tiny_source):
+    source, served, _ = tiny_source
+    server = _FaultyServer({p.name: p.read_bytes() for p in served.iterdir()})
+    yield source, server
+    server.close()
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_every_download_fault_is_a_data_error_that_moves_on_to_the_next_mirror(faulty, tmp_path, fault,
+                                                                               monkeypatch):
+    source, server = faulty
+    monkeypatch.setitem(data.IDX_SOURCES, "tiny", IdxSource("tiny", source.files, source.mirrors,
+                                                            n_train=6, n_test=3, max_bytes=1 << 20))
+    name, sha = source.files["train_labels"]
+    cache = tmp_path / "cache" / "minivae" / "tiny"
+    with pytest.raises(DataError) as error:
+        data.download(server.url + f"{fault}/{name}", cache / name, sha, progress=False, timeout=5,
+                      max_bytes=1 << 20)
+    assert "Traceback" not in str(error.value) and server.url in str(error.value)
+    assert not list(cache.glob("*.part")) and not (cache / name).exists()
+    paths = data.fetch("tiny", progress=False, mirrors=[server.url + f"{fault}/", server.url + "good/"])
+    assert paths["train_labels"] == cache / name
+    assert not list(cache.glob("*.part"))
+
+
+def test_a_trickling_server_hits_the_overall_deadline(faulty, tmp_path):
+    import time
+    source, server = faulty
+    name, sha = source.files["test_labels"]
+    t0 = time.monotonic()
+    with pytest.raises(DataError, match=r"not complete after 1 s"):
+        data.download(server.url + f"slow/{name}", tmp_path / name, sha, progress=False, timeout=3,
+                      deadline=1.0)
+    assert time.monotonic() - t0 < 2.5
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_a_download_is_capped_at_the_data_sets_largest_file(faulty, tmp_path):
+    source, server = faulty
+    name, sha = source.files["test_labels"]
+    with pytest.raises(DataError, match=r"more than 1,048,576 bytes, larger than any file"):
+        data.download(server.url + f"endless/{name}", tmp_path / name, sha, progress=False,
+                      max_bytes=1 << 20)
+    assert not list(tmp_path.glob("*.part"))
