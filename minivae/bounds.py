@@ -18,7 +18,7 @@ import math
 
 from .backend import dtype_name, namespace_of
 from .distributions import gaussian_kl_forward, gaussian_log_prob_forward, reparameterize_forward
-from .vae import encode, log_likelihood
+from .vae import encode, log_likelihood, validate_data
 
 
 def logmeanexp(a, axis: int = 0):
@@ -35,12 +35,12 @@ def log_weights(params, x, eps, cfg, q=None):
     ``q = (mu, logvar)`` is the encoder's output for x, computed here when not given.
     """
     xp = namespace_of(x)
-    mu, logvar = encode(params, x, cfg) if q is None else q
+    mu, logvar = encode(params, x, cfg, validate=False) if q is None else q
     z, _ = reparameterize_forward(mu, logvar, eps)
     zero = xp.zeros((), dtype=z.dtype, device=z.device)
     log_pz, _ = gaussian_log_prob_forward(z, zero, zero)
     log_qz, _ = gaussian_log_prob_forward(z, mu, logvar)
-    return log_likelihood(params, x, z, cfg) + log_pz - log_qz
+    return log_likelihood(params, x, z, cfg, validate=False) + log_pz - log_qz
 
 
 def iwae_bound(params, x, cfg, k: int, rng, chunk: int = 100, q=None):
@@ -52,7 +52,7 @@ def iwae_bound(params, x, cfg, k: int, rng, chunk: int = 100, q=None):
     if k < 1:
         raise ValueError(f"k: expected a positive number of importance samples, got {k}")
     xp = namespace_of(x)
-    q = encode(params, x, cfg) if q is None else q
+    q = encode(params, x, cfg, validate=False) if q is None else q
     B = x.shape[0]
     parts, sizes = [], []
     for start in range(0, k, chunk):
@@ -72,10 +72,10 @@ def elbo(params, x, cfg, rng, n_samples: int = 1, q=None):
     ``kl = KL(q(z|x) || p(z))``. ``q = (mu, logvar)`` as in ``log_weights``.
     """
     xp = namespace_of(x)
-    mu, logvar = encode(params, x, cfg) if q is None else q
+    mu, logvar = encode(params, x, cfg, validate=False) if q is None else q
     eps = rng.normal((n_samples, x.shape[0], cfg.z_dim), dtype_name(x))
     z, _ = reparameterize_forward(mu, logvar, eps)
-    recon = xp.mean(log_likelihood(params, x, z, cfg), axis=0)
+    recon = xp.mean(log_likelihood(params, x, z, cfg, validate=False), axis=0)
     kl, _ = gaussian_kl_forward(mu, logvar)
     return recon - kl, recon, kl
 
@@ -92,7 +92,14 @@ def active_units(mu, threshold: float = 0.01):
 
 
 def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int = 100) -> dict:
-    """Average bounds over a data set x (N, D): ELBO, recon, KL, active units, and L_k if k > 0."""
+    """Average bounds over a data set x (N, D): ELBO, recon, KL, active units, and L_k if k > 0.
+
+    Checks params and x once (ValueError), then runs every batch unchecked.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"k: expected 0 (ELBO only) or a positive number of importance samples, got {k!r}")
+    encode(params, x[:1, ...], cfg)  # validates params and the first row's shape and dtype
+    validate_data(x, cfg, dtype_name(x))
     xp = namespace_of(x)
     N = x.shape[0]
     totals = {"elbo": 0.0, "recon": 0.0, "kl": 0.0}
@@ -101,7 +108,7 @@ def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int 
     mus = []
     for start in range(0, N, batch_size):
         xb = x[start:min(start + batch_size, N), ...]
-        q = encode(params, xb, cfg)
+        q = encode(params, xb, cfg, validate=False)
         e, log_px_z, kl = elbo(params, xb, cfg, rng, q=q)
         totals["elbo"] += float(xp.sum(e))
         totals["recon"] += float(xp.sum(-log_px_z))

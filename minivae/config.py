@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 
 ACTIVATION_NAMES = ("tanh", "softplus", "relu")
@@ -54,12 +55,11 @@ class VAEConfig:
         except TypeError:
             raise ValueError(f"hidden: expected a tuple of layer widths such as (500,) or (), "
                              f"got {self.hidden!r}") from None
+        # any integral or real type (np.int64(6), np.float32(0.5)) is stored as a Python int or float
+        hidden = tuple(_positive_int(f"hidden[{i}]", width) for i, width in enumerate(hidden))
         object.__setattr__(self, "hidden", hidden)
-        _positive_int("x_dim", self.x_dim)
-        _positive_int("z_dim", self.z_dim)
-        _positive_int("n_samples", self.n_samples)
-        for i, width in enumerate(hidden):
-            _positive_int(f"hidden[{i}]", width)
+        for name in ("x_dim", "z_dim", "n_samples"):
+            object.__setattr__(self, name, _positive_int(name, getattr(self, name)))
         _one_of("activation", self.activation, ACTIVATION_NAMES)
         _one_of("likelihood", self.likelihood, LIKELIHOODS)
         _one_of("variance", self.variance, VARIANCES)
@@ -69,8 +69,10 @@ class VAEConfig:
                              f"got likelihood={self.likelihood!r}: drop the variance argument")
         for name in ("sigma", "init_std"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if isinstance(value, bool) or not (isinstance(value, numbers.Real) and math.isfinite(value)
+                                               and value > 0):
                 raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))
 
     @property
     def gaussian_variance(self) -> str | None:
@@ -89,6 +91,8 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VAEConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"VAEConfig.from_dict: expected a dict, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -96,9 +100,10 @@ class VAEConfig:
         return cls(**d)
 
 
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+def _positive_int(name, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
 
 
 def _one_of(name, value, choices):

@@ -320,12 +320,15 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
                     sums[3] + B]
         pending.clear()
 
-    def checkpoint(epoch, step, stop):
+    def check_finite():
+        """Every loss so far, then the parameters: before anything is evaluated or saved."""
         read_pending()
         if not _all_finite(params.values()):
             raise TrainingDiverged(f"the parameters are no longer finite after global step {global_step} "
                                    f"although every loss was; not saved; {kept()}. "
                                    f"Try a smaller --lr, or float64.")
+
+    def checkpoint(epoch, step, stop):
         meta = {"epoch": epoch, "step": step, "global_step": global_step, "sums": sums,
                 "elapsed": elapsed, "train": dataclasses.asdict(tcfg)}
         stop.saving = True
@@ -367,11 +370,12 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
                     hit_max = tcfg.max_steps is not None and global_step >= tcfg.max_steps
                     if (stop.requested or hit_max) and step + 1 < n_batches:
                         elapsed += time.perf_counter() - start
+                        check_finite()
                         checkpoint(epoch, step + 1, stop)
                         status = "interrupted" if stop.requested else "max_steps"
                         break
                 else:
-                    read_pending()
+                    check_finite()
                     seconds = time.perf_counter() - start
                     elapsed += seconds
                     row = {"epoch": epoch + 1, "step": global_step, "train_loss": sums[0] / sums[3],

@@ -34,7 +34,8 @@ from .distributions import (
 from .layers import ACTIVATIONS, linear_backward, linear_forward, sigmoid
 
 __all__ = ["VAEConfig", "param_shapes", "init_params", "encode", "decode", "log_likelihood",
-           "likelihood_mean", "forward", "backward", "loss_and_grads", "validate_params", "validate_data"]
+           "likelihood_mean", "forward", "backward", "loss_and_grads", "validate_config",
+           "validate_params", "validate_data"]
 
 
 # --- parameters ----------------------------------------------------------------------------------
@@ -102,8 +103,33 @@ def _fan_in_of_bias(name: str, cfg: VAEConfig) -> int:
 
 # --- input checks ----------------------------------------------------------------------------------
 
+def validate_config(cfg) -> None:
+    """Raise ValueError unless ``cfg`` is a VAEConfig."""
+    if not isinstance(cfg, VAEConfig):
+        raise ValueError(f"cfg: expected a VAEConfig, got {type(cfg).__name__}; make one with "
+                         f"VAEConfig(x_dim=...), or VAEConfig.from_dict(d) from a dict")
+
+
+def _check_is_array(name: str, a) -> None:
+    try:
+        backend_of(a)
+    except TypeError:
+        raise ValueError(f"{name}: expected an array (NumPy, CuPy or array-api-strict), got "
+                         f"{type(a).__name__}; convert it with backend.from_numpy({name}, backend, "
+                         f"dtype)") from None
+
+
+def _check_finite(name: str, arrays) -> None:
+    arrays = list(arrays)
+    xp = namespace_of(*arrays)
+    if not bool(xp.all(xp.stack([xp.all(xp.isfinite(a)) for a in arrays]))):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+
+
 def validate_params(params: dict, cfg: VAEConfig) -> None:
-    """Raise ValueError unless ``params`` has exactly the names and shapes of ``cfg`` in one dtype."""
+    """Raise ValueError unless ``params`` has exactly the names and shapes of ``cfg``, in one float
+    dtype and one backend, with finite values."""
+    validate_config(cfg)
     if not isinstance(params, dict):
         raise ValueError(f"params: expected a dict of arrays from init_params, got {type(params).__name__}")
     expected = param_shapes(cfg)
@@ -114,6 +140,7 @@ def validate_params(params: dict, cfg: VAEConfig) -> None:
                          f"were they made with init_params for this VAEConfig?")
     dtypes = set()
     for name, shape in expected.items():
+        _check_is_array(f"params[{name!r}]", params[name])
         got = tuple(params[name].shape)
         if got != shape:
             raise ValueError(f"params[{name!r}]: expected shape {shape} for this config, got {got}")
@@ -121,10 +148,16 @@ def validate_params(params: dict, cfg: VAEConfig) -> None:
     if len(dtypes) != 1 or not dtypes <= {"float32", "float64"}:
         raise ValueError(f"params: expected every array in one float dtype (float32 or float64), "
                          f"got {sorted(dtypes)}")
+    if len({backend_of(a) for a in params.values()}) != 1:
+        raise ValueError("params: the arrays live on different backends; move them with "
+                         "backend.to_backend(a, backend)")
+    _check_finite("params (a NaN or infinite parameter; was it saved from a diverged run?)",
+                  params.values())
 
 
 def validate_data(x, cfg: VAEConfig, dtype: str | None = None, name: str = "x") -> None:
     """Raise ValueError unless ``x`` is a finite (B, x_dim) float array, in [0, 1] when required."""
+    _check_is_array(name, x)
     shape = tuple(getattr(x, "shape", ()))
     if not hasattr(x, "shape") or len(shape) != 2 or shape[1] != cfg.x_dim or shape[0] < 1:
         raise ValueError(f"{name}: expected an array of shape (batch, {cfg.x_dim}), got "
@@ -145,17 +178,20 @@ def validate_data(x, cfg: VAEConfig, dtype: str | None = None, name: str = "x") 
 
 
 def _validate_eps(eps, cfg: VAEConfig, batch: int, dtype: str) -> None:
+    _check_is_array("eps", eps)
     want = (cfg.n_samples, batch, cfg.z_dim)
     shape = tuple(getattr(eps, "shape", ()))
     if shape != want:
         raise ValueError(f"eps: expected shape (n_samples, batch, z_dim) = {want}, got {shape}")
     if dtype_name(eps) != dtype:
         raise ValueError(f"eps: expected dtype {dtype} (the parameters' dtype), got {dtype_name(eps)}")
+    _check_finite("eps", [eps])
 
 
 def _check_same_backend(params, *arrays):
     want = backend_of(next(iter(params.values())))
     for name, a in arrays:
+        _check_is_array(name, a)
         if backend_of(a) != want:
             raise ValueError(f"{name} is a {backend_of(a)} array but the parameters live on "
                              f"{want!r}; move it with backend.to_backend({name}, {want!r})")
@@ -209,19 +245,38 @@ def _decode(params, z, cfg):
     return {"mean": out, "logvar": logvar}, (mlp_caches, out_cache, lv_cache)
 
 
-def encode(params: dict, x, cfg: VAEConfig):
-    """q(z|x): x (B, D) -> ``(mu, logvar)``, each (B, Z); ``logvar`` is log sigma^2."""
+def _validate_inputs(params, cfg, **arrays) -> str:
+    """The checks of the public entry points; returns the parameters' dtype."""
+    validate_params(params, cfg)
+    _check_same_backend(params, *arrays.items())
+    return dtype_name(next(iter(params.values())))
+
+
+def encode(params: dict, x, cfg: VAEConfig, validate: bool = True):
+    """q(z|x): x (B, D) -> ``(mu, logvar)``, each (B, Z); ``logvar`` is log sigma^2.
+
+    ``validate=False`` skips the checks of params and x (for loops that checked them once).
+    """
+    if validate:
+        validate_data(x, cfg, _validate_inputs(params, cfg, x=x))
     mu, logvar, _ = _encode(params, x, cfg)
     return mu, logvar
 
 
-def decode(params: dict, z, cfg: VAEConfig) -> dict:
+def decode(params: dict, z, cfg: VAEConfig, validate: bool = True) -> dict:
     """p(x|z)'s parameters for z of shape (N, Z) or (L, B, Z).
 
     Returns ``{"logits": (..., D)}`` for the Bernoulli and continuous Bernoulli, and
     ``{"mean": (..., D), "logvar": ...}`` for the Gaussian, where ``logvar`` is (..., D) for the
-    per-pixel head and a () array for the fixed and shared variances.
+    per-pixel head and a () array for the fixed and shared variances. ``validate=False`` skips the
+    checks of params and z.
     """
+    if validate:
+        dtype = _validate_inputs(params, cfg, z=z)
+        if z.ndim not in (2, 3) or z.shape[-1] != cfg.z_dim or dtype_name(z) != dtype:
+            raise ValueError(f"z: expected a {dtype} array of shape (N, {cfg.z_dim}) or (L, B, "
+                             f"{cfg.z_dim}), got {dtype_name(z)} of shape {tuple(z.shape)}")
+        _check_finite("z", [z])
     lead = tuple(z.shape[:-1])
     xp = namespace_of(z)
     out, _ = _decode(params, xp.reshape(z, (-1, cfg.z_dim)), cfg)
@@ -250,9 +305,11 @@ def likelihood_mean(dist: dict, cfg: VAEConfig):
     return dist["mean"]
 
 
-def log_likelihood(params: dict, x, z, cfg: VAEConfig):
+def log_likelihood(params: dict, x, z, cfg: VAEConfig, validate: bool = True):
     """log p(x|z) for x (B, D) and z (L, B, Z): returns (L, B)."""
-    return _log_likelihood_forward(x, decode(params, z, cfg), cfg)[0]
+    if validate:
+        validate_data(x, cfg, _validate_inputs(params, cfg, x=x))
+    return _log_likelihood_forward(x, decode(params, z, cfg, validate), cfg)[0]
 
 
 # --- the loss and its gradient --------------------------------------------------------------------
@@ -267,9 +324,7 @@ def forward(params: dict, x, eps, cfg: VAEConfig, validate: bool = True):
     collects them and reads them in batches. ``loss_and_grads`` returns them as Python floats.
     """
     if validate:
-        validate_params(params, cfg)
-        _check_same_backend(params, ("x", x), ("eps", eps))
-        dtype = dtype_name(next(iter(params.values())))
+        dtype = _validate_inputs(params, cfg, x=x, eps=eps)
         validate_data(x, cfg, dtype)
         _validate_eps(eps, cfg, x.shape[0], dtype)
     xp = namespace_of(x)

@@ -201,3 +201,47 @@ def test_mixed_backends_are_named():
     params, x, eps = _setup("strict", cfg)
     with pytest.raises(ValueError, match="x is a numpy array but the parameters live on 'strict'"):
         loss_and_grads(params, B.to_numpy(x), eps, cfg)
+
+
+# --- bad input to the public API is a ValueError that says what to do (issue: reliability) --------
+
+def _api_inputs(backend):
+    cfg = VAEConfig(x_dim=6, hidden=(5,), z_dim=2)
+    params = init_params(cfg, backend=backend, dtype="float64")
+    g = B.Generator(0, backend)
+    return cfg, params, g.uniform((3, 6), "float64"), g.normal((1, 3, 2), "float64")
+
+
+def test_bad_api_input_is_a_value_error(backend):
+    cfg, p, x, eps = _api_inputs(backend)
+    xp = B.namespace(backend)
+    nan_b0 = dict(p, **{"enc.b0": p["enc.b0"] * float("nan")})
+    cases = [
+        (lambda: loss_and_grads(list(p.values()), x, eps, cfg), "params: expected a dict"),
+        (lambda: loss_and_grads(p, x, eps, cfg.to_dict()), "cfg: expected a VAEConfig, got dict"),
+        (lambda: loss_and_grads(p, x, eps, None), "cfg: expected a VAEConfig, got NoneType"),
+        (lambda: loss_and_grads(p, [[0.1] * 6] * 3, eps, cfg), "x: expected an array .* got list"),
+        (lambda: loss_and_grads(p, x, [[[0.0, 0.0]] * 3], cfg), "eps: expected an array .* got list"),
+        (lambda: loss_and_grads(p, x, eps * float("nan"), cfg), "eps: contains NaN"),
+        (lambda: loss_and_grads(nan_b0, x, eps, cfg), "params .*: contains NaN"),
+        (lambda: decode(p, [[0.0, 0.0]], cfg), "z: expected an array .* got list"),
+        (lambda: decode(p, xp.zeros((2, 3), dtype=xp.float64, device=x.device), cfg),
+         r"z: expected a float64 array of shape \(N, 2\)"),
+        (lambda: encode(p, [[0.0] * 6], cfg), "x: expected an array .* got list"),
+        (lambda: encode({k: v for k, v in list(p.items())[:3]}, x, cfg), "params do not match the config"),
+        (lambda: encode(nan_b0, x, cfg), "contains NaN"),
+        (lambda: encode(p, x * 2.0, cfg), r"needs values in \[0, 1\]"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_config_takes_any_integral_and_real_type():
+    cfg = VAEConfig(x_dim=np.int64(6), hidden=(np.int32(5),), z_dim=np.uint8(2), sigma=np.float32(0.5))
+    assert cfg == VAEConfig(x_dim=6, hidden=(5,), z_dim=2, sigma=0.5)
+    assert type(cfg.x_dim) is int and type(cfg.hidden[0]) is int and type(cfg.sigma) is float
+    with pytest.raises(ValueError, match="x_dim: expected a positive integer, got 6.0"):
+        VAEConfig(x_dim=6.0)
+    with pytest.raises(ValueError, match="expected a dict, got list"):
+        VAEConfig.from_dict([1])
