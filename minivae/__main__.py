@@ -121,7 +121,7 @@ def model_config(args, x_dim):
     likelihood, variance = LIKELIHOOD_MODES[args.likelihood]
     return VAEConfig(x_dim=x_dim, hidden=args.hidden, z_dim=args.z_dim, activation=args.activation,
                      likelihood=likelihood, variance=variance, sigma=args.sigma,
-                     n_samples=args.n_samples, init=args.init, init_std=args.init_std)
+                     n_samples=args.n_samples, init=args.init, init_std=args.init_std, beta=args.beta)
 
 
 def train_config(args):
@@ -131,7 +131,8 @@ def train_config(args):
                        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                        opt_eps=args.opt_eps, binarize=args.binarize, seed=args.seed,
                        backend=args.backend, dtype=args.dtype, max_steps=args.max_steps,
-                       data_dir=args.data_dir, threads=args.threads, sync_every=args.sync_every)
+                       data_dir=args.data_dir, threads=args.threads, sync_every=args.sync_every,
+                       kl_warmup=args.kl_warmup)
 
 
 # With --resume a run continues with its own settings; these flags still apply.
@@ -305,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--likelihood", default="bernoulli", choices=list(LIKELIHOOD_MODES))
     t.add_argument("--sigma", type=_number(positive=True), default=1.0, help="std of the fixed-variance Gaussian")
     t.add_argument("--n-samples", type=positive, default=1, help="L, samples of z per example")
+    t.add_argument("--beta", type=_number(positive=False), default=1.0,
+                   help="weight of the KL term in the training loss (1: the ELBO; reported ELBOs "
+                        "always use 1)")
+    t.add_argument("--kl-warmup", type=_number(positive=False), default=0.0, metavar="EPOCHS",
+                   help="raise the KL weight linearly from 0 to --beta over this many epochs")
     t.add_argument("--init", default="normal", choices=["normal", "uniform", "glorot"])
     t.add_argument("--init-std", type=_number(positive=True), default=0.01)
     t.add_argument("--epochs", type=positive, default=None,

@@ -33,6 +33,8 @@ class VAEConfig:
                 std 0.01), ``"uniform"`` (PyTorch's ``nn.Linear`` default, U(+-1/sqrt(fan_in))), or
                 ``"glorot"`` (U(+-sqrt(6 / (fan_in + fan_out))), zero biases; the IWAE paper's).
     init_std:   the standard deviation of the ``"normal"`` init.
+    beta:       the weight of the KL term in the training loss, ``recon + beta * KL`` (Higgins et al.
+                2017's beta-VAE; 1 is the ELBO). ELBOs and bounds are always reported with beta = 1.
     """
 
     x_dim: int
@@ -45,6 +47,7 @@ class VAEConfig:
     n_samples: int = 1
     init: str = "normal"
     init_std: float = 0.01
+    beta: float = 1.0
 
     def __post_init__(self):
         hidden = self.hidden
@@ -73,6 +76,10 @@ class VAEConfig:
                                                and value > 0):
                 raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
             object.__setattr__(self, name, float(value))
+        if isinstance(self.beta, bool) or not (isinstance(self.beta, numbers.Real)
+                                               and math.isfinite(self.beta) and self.beta >= 0):
+            raise ValueError(f"beta: expected a finite KL weight >= 0 (1 is the ELBO), got {self.beta!r}")
+        object.__setattr__(self, "beta", float(self.beta))
 
     @property
     def gaussian_variance(self) -> str | None:

@@ -3,7 +3,8 @@
 A run lives in one folder::
 
     run.json         the model and training configs (what ``--resume`` reads back)
-    metrics.csv      one row per epoch: train and test -ELBO, recon, KL, seconds
+    metrics.csv      one row per epoch: the KL weight, train and test -ELBO (always with weight 1),
+                     recon, KL, the test set's active units, seconds
     checkpoint.npz   parameters and optimizer state (see checkpoint.py), written every epoch,
     checkpoint.json  on Ctrl-C, and at the end
 
@@ -36,8 +37,8 @@ from .config import VAEConfig
 from .data import BINARIZE, DATASETS, Dataset, binarize_dynamic, binarize_static, load_dataset
 from .vae import backward, forward, init_params, validate_data
 
-METRICS = ["epoch", "step", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
-           "test_kl", "seconds", "elapsed"]
+METRICS = ["epoch", "step", "beta", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
+           "test_kl", "test_active_units", "seconds", "elapsed"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -52,6 +53,8 @@ class TrainConfig:
     ``sync_every``: the step's loss and statistics stay on the device and are read back to the host
     every this many steps (and before every checkpoint), where the NaN guard looks at them: on a GPU
     each read stalls the pipeline, so a step itself never reads anything back.
+    ``kl_warmup``: epochs over which the KL weight rises linearly from 0 to the model's ``beta``
+    (Bowman et al. 2016; Sonderby et al. 2016); 0 means no warm-up.
     """
     dataset: str = "digits"
     epochs: int = 50
@@ -68,6 +71,7 @@ class TrainConfig:
     data_dir: str | None = None
     threads: int | None = None
     sync_every: int = 25
+    kl_warmup: float = 0.0
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
@@ -88,6 +92,7 @@ class TrainConfig:
             _check_number("opt_eps", self.opt_eps, "a positive epsilon such as 1e-8", positive=True)
         _check_number("weight_decay", self.weight_decay, "0 or a positive number (1/N_train is the "
                       "paper's prior)", positive=False)
+        _check_number("kl_warmup", self.kl_warmup, "0 (no warm-up) or a number of epochs", positive=False)
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
         if self.data_dir is not None and not isinstance(self.data_dir, str):
@@ -160,7 +165,7 @@ def _read_metrics(path: Path, before_epoch: int) -> list[dict]:
 
 def _write_metrics(path: Path, rows: list[dict]) -> None:
     text = io.StringIO(newline="")
-    w = csv.DictWriter(text, fieldnames=METRICS)
+    w = csv.DictWriter(text, fieldnames=METRICS, restval="")  # runs from before a column existed
     w.writeheader()
     w.writerows(rows)
     write_atomic(path, text.getvalue().encode())
@@ -215,17 +220,26 @@ def minibatch(x_train, perm, step: int, tcfg: TrainConfig):
     return namespace_of(x_train).take(x_train, idx, axis=0)
 
 
+def kl_weight(mcfg: VAEConfig, tcfg: TrainConfig, epoch: int, step: int, n_batches: int) -> float:
+    """The KL weight at (epoch, step): ``mcfg.beta``, reached linearly over ``tcfg.kl_warmup`` epochs."""
+    if not tcfg.kl_warmup:
+        return mcfg.beta
+    return mcfg.beta * min(1.0, (epoch * n_batches + step + 1) / (tcfg.kl_warmup * n_batches))
+
+
 def gradient(params, xb, mcfg: VAEConfig, tcfg: TrainConfig, epoch: int, step: int):
     """One step's gradients, with this step's own random draws (keyed by seed, epoch, step): the
     dynamic binarization of ``xb`` if asked for, then ``eps``. Returns ``(stats, grads)`` with
-    ``stats`` = [loss, recon, kl] as one (3,) array left on the device (nothing is read back)."""
+    ``stats`` = [-ELBO, recon, kl] as one (3,) array left on the device (nothing is read back);
+    the gradient is that of ``recon + mcfg.beta * kl``."""
     rng = Generator((tcfg.seed, 1, epoch, step), tcfg.backend)
     if tcfg.binarize == "dynamic":
         xb = binarize_dynamic(xb, rng.uniform(tuple(xb.shape), tcfg.dtype))
     eps = rng.normal((mcfg.n_samples, xb.shape[0], mcfg.z_dim), tcfg.dtype)
-    loss, cache, stats = forward(params, xb, eps, mcfg, validate=False)
+    _, cache, stats = forward(params, xb, eps, mcfg, validate=False)
     xp = namespace_of(xb)
-    return xp.stack([loss, stats["recon"], stats["kl"]]), backward(cache, mcfg)
+    elbo_terms = xp.stack([stats["recon"] + stats["kl"], stats["recon"], stats["kl"]])
+    return elbo_terms, backward(cache, mcfg)
 
 
 def _all_finite(arrays) -> bool:
@@ -339,7 +353,8 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
 
     def eval_test():
         stats = evaluate(params, x_test, mcfg, Generator((tcfg.seed, 3), tcfg.backend))
-        return {"test_loss": -stats["elbo"], "test_recon": stats["recon"], "test_kl": stats["kl"]}
+        return {"test_loss": -stats["elbo"], "test_recon": stats["recon"], "test_kl": stats["kl"],
+                "test_active_units": stats["active_units"]}
 
     from threadpoolctl import threadpool_limits
     from tqdm import tqdm
@@ -357,7 +372,9 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
             try:
                 for step in range(first, n_batches):
                     xb = minibatch(x_train, perm, step, tcfg)
-                    stats, grads = gradient(params, xb, mcfg, tcfg, epoch, step)
+                    beta = kl_weight(mcfg, tcfg, epoch, step, n_batches)
+                    step_cfg = mcfg if beta == mcfg.beta else dataclasses.replace(mcfg, beta=beta)
+                    stats, grads = gradient(params, xb, step_cfg, tcfg, epoch, step)
                     optim.step(params, grads, opt_state, tcfg.optimizer, **hyper)
                     pending.append((epoch, step, global_step, xb.shape[0], stats))
                     global_step += 1
@@ -378,7 +395,7 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
                     check_finite()
                     seconds = time.perf_counter() - start
                     elapsed += seconds
-                    row = {"epoch": epoch + 1, "step": global_step, "train_loss": sums[0] / sums[3],
+                    row = {"epoch": epoch + 1, "step": global_step, "beta": beta, "train_loss": sums[0] / sums[3],
                            "train_recon": sums[1] / sums[3], "train_kl": sums[2] / sums[3],
                            **eval_test(), "seconds": seconds, "elapsed": elapsed}
                     if not math.isfinite(row["test_loss"]):
@@ -401,6 +418,6 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
     if status == "interrupted":
         log(f"stopped by Ctrl-C; saved {ckpt}.npz/.json. Continue with: "
             f"python -m minivae train --resume --out {out}")
-    last = {k: float(v) for k, v in rows[-1].items()} if rows else {}
+    last = {k: float(v) for k, v in rows[-1].items() if v != ""} if rows else {}
     return {"status": status, "out": str(out), "global_step": global_step, "elapsed": elapsed,
             "last": last, "params": params}

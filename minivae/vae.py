@@ -8,6 +8,8 @@
 
     loss = -ELBO = mean_b [ -(1/L) sum_l log p(x_b | z_bl) + KL(q(z|x_b) || p(z)) ]
 
+    (with ``cfg.beta`` != 1 the KL term is weighted: loss = recon + beta * KL, the beta-VAE objective)
+
 Shapes: B examples, D = x_dim, Z = z_dim, L = n_samples, H_i hidden widths. Parameters are a flat
 ``dict[str, array]``; ``param_shapes(cfg)`` lists every name and shape.
 """
@@ -319,7 +321,8 @@ def forward(params: dict, x, eps, cfg: VAEConfig, validate: bool = True):
 
     x: (B, D) in the parameters' dtype and backend; eps: (L, B, Z) standard normal draws.
     ``validate=False`` skips the input checks (for a training loop that checked its data once).
-    ``loss`` and the values of ``stats`` (``loss``, ``recon``, ``kl``) are 0-d arrays on the
+    ``loss`` is ``recon + cfg.beta * kl`` (the -ELBO when beta = 1). It and the values of ``stats``
+    (``loss``, ``recon``, ``kl``) are 0-d arrays on the
     parameters' device: reading one (``float(loss)``) waits for the device, so a training loop
     collects them and reads them in batches. ``loss_and_grads`` returns them as Python floats.
     """
@@ -337,7 +340,7 @@ def forward(params: dict, x, eps, cfg: VAEConfig, validate: bool = True):
     kl, kl_cache = gaussian_kl_forward(mu, logvar)                    # (B,)
     recon = -xp.sum(logp) / (L * B)
     kl_mean = xp.sum(kl) / B
-    loss = recon + kl_mean
+    loss = recon + cfg.beta * kl_mean if cfg.beta != 1.0 else recon + kl_mean
     cache = (x, (L, B, Z), enc_cache, rep_cache, dec_cache, lik_cache, kl_cache)
     return loss, cache, {"loss": loss, "recon": recon, "kl": kl_mean}
 
@@ -347,9 +350,9 @@ def backward(cache, cfg: VAEConfig) -> dict:
     x, (L, B, Z), enc_cache, rep_cache, dec_cache, lik_cache, kl_cache = cache
     xp = namespace_of(x)
     grads = {}
-    # d loss / d log p(x|z_lb) = -1/(L B);  d loss / d KL_b = 1/B
+    # d loss / d log p(x|z_lb) = -1/(L B);  d loss / d KL_b = beta/B
     dlogp = xp.full((L, B), -1.0 / (L * B), dtype=x.dtype, device=x.device)
-    dkl = xp.full((B,), 1.0 / B, dtype=x.dtype, device=x.device)
+    dkl = xp.full((B,), cfg.beta / B, dtype=x.dtype, device=x.device)
 
     # likelihood -> decoder heads
     mlp_caches, out_cache, lv_cache = dec_cache

@@ -28,6 +28,29 @@ def test_every_model_gradient_passes_the_bar(backend, mode, activation, hidden, 
     assert compared == sum(int(np.prod(s)) for s in vae.param_shapes(cfg).values())
 
 
+@pytest.mark.parametrize("beta", [0.0, 0.5, 4.0])
+def test_the_kl_weight_gradient_passes_the_bar(backend, beta):
+    cfg = VAEConfig(x_dim=6, hidden=(5,), z_dim=3, n_samples=2, beta=beta)
+    report = check_model(cfg, backend)
+    assert report.passed, report
+
+
+def test_the_kl_weight_scales_only_the_kl_term():
+    """loss(beta) = recon + beta * KL exactly, and the gradient is linear in beta."""
+    out = {}
+    for beta in (0.0, 1.0, 3.0):
+        cfg = VAEConfig(x_dim=6, hidden=(5,), z_dim=3, beta=beta)
+        params = vae.init_params(cfg, dtype="float64", init="uniform")
+        g = B.Generator(0)
+        x, eps = g.uniform((4, 6), "float64"), g.normal((1, 4, 3), "float64")
+        out[beta] = vae.loss_and_grads(params, x, eps, cfg)
+    loss3, grads3, stats3 = out[3.0]
+    assert loss3 == pytest.approx(stats3["recon"] + 3.0 * stats3["kl"], rel=1e-14)
+    for k in grads3:  # g(3) = g(0) + 3 (g(1) - g(0))
+        np.testing.assert_allclose(grads3[k], out[0.0][1][k] + 3.0 * (out[1.0][1][k] - out[0.0][1][k]),
+                                   rtol=1e-10, atol=1e-14)
+
+
 def test_rel_error_is_scaled_by_the_largest_gradient():
     numeric = np.array([1.0, 1e-12])
     analytic = np.array([1.0, 2e-12])

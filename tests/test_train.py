@@ -316,3 +316,32 @@ def test_non_finite_parameters_are_never_saved_even_with_a_finite_test_loss(tmp_
         train(cfg, TrainConfig(epochs=2, batch_size=200, optimizer="adam", lr=1e39), tmp_path / "r",
               data=_small(n=200), progress=False, log=_quiet)
     assert not (tmp_path / "r" / "checkpoint.npz").exists()
+
+
+def test_kl_warmup_rises_linearly_to_beta_and_the_reported_elbo_keeps_weight_one(tmp_path, backend):
+    from minivae.train import kl_weight
+    mcfg = VAEConfig(x_dim=64, hidden=(16,), z_dim=2, beta=2.0)
+    tcfg = TrainConfig(epochs=3, batch_size=50, kl_warmup=2, backend=backend)
+    assert [kl_weight(mcfg, tcfg, e, s, 4) for e, s in ((0, 0), (0, 3), (1, 1), (1, 3), (2, 0))] == \
+        [0.25, 1.0, 1.5, 2.0, 2.0]
+    assert kl_weight(mcfg, TrainConfig(), 0, 0, 4) == 2.0
+    train(mcfg, tcfg, tmp_path / "r", data=_small(), progress=False, log=_quiet)
+    rows = list(csv.DictReader(open(tmp_path / "r" / "metrics.csv")))
+    assert [float(r["beta"]) for r in rows] == [1.0, 2.0, 2.0]
+    for r in rows:  # train -ELBO = recon + KL (weight 1), whatever the training weight
+        assert float(r["train_loss"]) == pytest.approx(float(r["train_recon"]) + float(r["train_kl"]), rel=1e-6)
+        assert 0 <= int(r["test_active_units"]) <= 2
+
+
+def test_resume_of_a_run_whose_metrics_lack_the_new_columns(tmp_path):
+    out = tmp_path / "r"
+    train(MCFG, TrainConfig(epochs=1, batch_size=32), out, data=_small(), progress=False, log=_quiet)
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    with open(out / "metrics.csv", "w", newline="") as f:  # as an older minivae wrote it
+        old = [k for k in rows[0] if k not in ("beta", "test_active_units")]
+        w = csv.DictWriter(f, fieldnames=old, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    result = train(MCFG, TrainConfig(epochs=2, batch_size=32), out, data=_small(), resume=True,
+                   progress=False, log=_quiet)
+    assert result["last"]["epoch"] == 2.0
