@@ -215,7 +215,7 @@ def cmd_evaluate(args) -> int:
     import time
 
     from .backend import Generator, from_numpy
-    from .bounds import evaluate
+    from .bounds import evaluate, likelihood_is_density
     from .data import load_dataset
     from .train import prepare_data
 
@@ -226,20 +226,38 @@ def cmd_evaluate(args) -> int:
         x_test = x_test[:args.limit]
     x = from_numpy(x_test, backend, tcfg.dtype)
     t0 = time.perf_counter()
-    stats = evaluate(params, x, mcfg, Generator((args.seed, 4), backend), k=args.k,
-                     batch_size=args.batch_size)
+    # the ELBO with training's own draws (so it is the number training printed last), the
+    # importance samples with --seed
+    stats = evaluate(params, x, mcfg, Generator((tcfg.seed, 3), backend), k=args.k,
+                     batch_size=args.batch_size, iwae_rng=Generator((args.seed, 4), backend))
     stats["seconds"] = time.perf_counter() - t0
-    stats.update(n_examples=int(x.shape[0]), k=args.k, seed=args.seed, backend=backend)
+    density = likelihood_is_density(mcfg, x)
+    stats.update(n_examples=int(x.shape[0]), k=args.k, seed=args.seed, backend=backend,
+                 likelihood_is_density=density, what=_what_the_numbers_are(mcfg, tcfg, density))
     print(f"{data.name} test set, {x.shape[0]} examples ({backend}, {tcfg.dtype}):")
     print(f"  ELBO                 {stats['elbo']:.4f} nats  (recon {stats['recon']:.4f}, KL {stats['kl']:.4f})")
     if args.k:
-        print(f"  log p(x) >= L_{args.k:<6} {stats[f'iwae_{args.k}']:.4f} nats  (importance-weighted bound)")
+        bound = "log p(x) >= " if density else ""
+        print(f"  {bound}L_{args.k:<{6 if density else 18}} {stats[f'iwae_{args.k}']:.4f} nats  "
+              f"(importance-weighted{' bound' if density else ''})")
     print(f"  active units         {stats['active_units']} of {mcfg.z_dim}  (Cov_x E_q[z_j] > 0.01)")
+    if not density:
+        print("  " + stats["what"])
     print(f"  {stats['seconds']:.1f}s")
     path = Path(args.run_dir) / "evaluation.json"
     path.write_text(json.dumps(stats, indent=1))
     print(f"wrote {path}")
     return 0
+
+
+def _what_the_numbers_are(mcfg, tcfg, density: bool) -> str:
+    if density:
+        return (f"ELBO <= L_k <= log p(x): bounds on the log-likelihood of the test set under the "
+                f"{mcfg.likelihood} model")
+    return (f"note: the Bernoulli formula is not a probability for grayscale pixels (binarize: "
+            f"{tcfg.binarize}), so these are values of that formula, not bounds on a log-likelihood "
+            f"(tutorial 5). For a log-likelihood, train with --binarize dynamic or static, or with "
+            f"--likelihood continuous_bernoulli.")
 
 
 def cmd_sample(args) -> int:
@@ -344,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--k", type=count, default=5000, help="importance samples (0: ELBO only)")
     e.add_argument("--batch-size", type=positive, default=100)
     e.add_argument("--limit", type=positive, default=None, help="evaluate the first N test examples only")
-    e.add_argument("--seed", type=count, default=0)
+    e.add_argument("--seed", type=count, default=0, help="seed of the importance samples (the ELBO "
+                   "uses the training run's own draws, so it matches the run's last test -ELBO)")
     e.add_argument("--backend", default=None, choices=BACKEND_CHOICES, help="default: the run's backend")
     e.set_defaults(func=cmd_evaluate)
 

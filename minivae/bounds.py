@@ -91,10 +91,24 @@ def active_units(mu, threshold: float = 0.01):
     return int(xp.sum(xp.astype(variances > threshold, xp.int64))), variances
 
 
-def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int = 100) -> dict:
+def likelihood_is_density(cfg, x) -> bool:
+    """Whether p(x|z) is a probability (mass or density) for the data x, so that the ELBO and L_k
+    bound a log-likelihood. The Bernoulli formula is one for binary x only: on grayscale pixels
+    it is a number (tutorial 5 shows it does not integrate to 1 over [0, 1]), not a log-likelihood."""
+    if cfg.likelihood != "bernoulli":
+        return True
+    xp = namespace_of(x)
+    return bool(xp.all((x == 0.0) | (x == 1.0)))
+
+
+def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int = 100,
+             iwae_rng=None) -> dict:
     """Average bounds over a data set x (N, D): ELBO, recon, KL, active units, and L_k if k > 0.
 
-    Checks params and x once (ValueError), then runs every batch unchecked.
+    The ELBO's draws come from ``rng``, the importance samples from ``iwae_rng`` (default: ``rng``),
+    so an ELBO computed with and without L_k from the same ``rng`` is the same number. The draws do
+    not depend on ``batch_size``. Checks params and x once (ValueError), then runs every batch
+    unchecked.
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"k: expected 0 (ELBO only) or a positive number of importance samples, got {k!r}")
@@ -114,7 +128,7 @@ def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int 
         totals["recon"] += float(xp.sum(-log_px_z))
         totals["kl"] += float(xp.sum(kl))
         if k:
-            totals[f"iwae_{k}"] += float(xp.sum(iwae_bound(params, xb, cfg, k, rng, chunk, q)))
+            totals[f"iwae_{k}"] += float(xp.sum(iwae_bound(params, xb, cfg, k, iwae_rng or rng, chunk, q)))
         mus.append(q[0])
     out = {name: value / N for name, value in totals.items()}
     out["active_units"], _ = active_units(xp.concat(mus, axis=0))

@@ -126,6 +126,7 @@ class IdxSource:
     n_train: int = 60000
     n_test: int = 10000
     image_shape: tuple = (28, 28)
+    class_names: tuple | None = None
     max_bytes: int = 32 << 20  # no file of the data set is larger: a download stops past it
 
 
@@ -159,6 +160,8 @@ IDX_SOURCES = {
         ("https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
          "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"),
         ("/usr/share/datasets/fashion-mnist",),
+        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                     "Sneaker", "Bag", "Ankle boot"),
         max_bytes=32 << 20,  # the largest file, train-images, is 26.4 MB
     ),
 }
@@ -320,6 +323,7 @@ class Dataset:
     x_test: np.ndarray    # (N_test, D)
     y_test: np.ndarray    # (N_test,)
     image_shape: tuple
+    class_names: tuple | None = None  # label -> name, when the labels have names
 
     @property
     def x_dim(self) -> int:
@@ -342,7 +346,8 @@ def load_idx_dataset(name: str, data_dir=None, progress: bool = True) -> Dataset
     flat = {k: np.divide(v.reshape(len(v), -1), np.float32(255.0), dtype=np.float32)  # one copy
             for k, v in arrays.items() if k.endswith("images")}
     return Dataset(name, flat["train_images"], arrays["train_labels"].astype(np.int64),
-                   flat["test_images"], arrays["test_labels"].astype(np.int64), source.image_shape)
+                   flat["test_images"], arrays["test_labels"].astype(np.int64), source.image_shape,
+                   source.class_names)
 
 
 def load_digits(n_test: int = 300) -> Dataset:

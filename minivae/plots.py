@@ -1,11 +1,14 @@
-"""Figures, drawn with matplotlib (headless) into a run folder.
+"""Figures, drawn with matplotlib into a run folder.
 
-reconstructions.png  inputs (top rows) beside their reconstructions E[x|z], z ~ q(z|x)
+reconstructions.png  rows of inputs, each above its reconstructions E[x|z], z ~ q(z|x)
 samples.png          E[x|z] for z ~ p(z) = N(0, I)
 manifold.png         2-D latent only: a grid of z pushed through the inverse Gaussian CDF and
-                     decoded, as in the paper's Figure 4
-latent.png           2-D latent only: the test set's posterior means, colored by label
-curves.png           train and test -ELBO, recon and KL per epoch
+                     decoded, as in the paper's Figure 4, with the z values on the axes
+latent.png           2-D latent only: the test set's posterior means, colored by class
+curves.png           train and test -ELBO, recon and KL per epoch, in nats
+
+matplotlib's backend is never switched here: without a display matplotlib picks Agg by itself (or
+MPLBACKEND decides), and in a Jupyter kernel the learner's inline figures keep working.
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ from .vae import decode, encode, likelihood_mean
 
 
 def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
 
@@ -41,13 +42,21 @@ def image_grid(images: np.ndarray, image_shape, ncols: int, pad: int = 1) -> np.
     return grid
 
 
-def _save_grid(grid, path, title):
+def _save_grid(grid, path, title, axes=None):
+    """Save an image grid; ``axes = (xticks, xlabels, yticks, ylabels, xname, yname)`` labels it."""
     plt = _pyplot()
     width = max(6.0, grid.shape[1] / 70)  # about two screen pixels per image pixel for big grids
     fig, ax = plt.subplots(figsize=(width, width * grid.shape[0] / grid.shape[1] + 0.4))
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title)
-    ax.axis("off")
+    if axes is None:
+        ax.axis("off")
+    else:
+        xticks, xlabels, yticks, ylabels, xname, yname = axes
+        ax.set_xticks(xticks, xlabels)
+        ax.set_yticks(yticks, ylabels)
+        ax.set_xlabel(xname)
+        ax.set_ylabel(yname)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
@@ -57,15 +66,22 @@ def _mean_image(params, z, cfg) -> np.ndarray:
 
 
 def plot_reconstructions(params, cfg, x: np.ndarray, image_shape, path, backend="numpy",
-                         dtype="float32", n: int = 16, seed: int = 0):
-    """Top row: the first ``n`` inputs; bottom row: E[x|z] with z drawn from q(z|x)."""
+                         dtype="float32", n: int = 16, seed: int = 0, per_row: int = 8):
+    """The first ``n`` inputs, ``per_row`` to a row, each row above its reconstructions E[x|z],
+    z ~ q(z|x), with the rows labelled."""
     xb = from_numpy(x[:n], backend, dtype)
     mu, logvar = encode(params, xb, cfg)
     eps = Generator(seed, backend).normal((1, *mu.shape), dtype)
     z, _ = reparameterize_forward(mu, logvar, eps)             # (1, n, Z): the library's sampler
     recon = _mean_image(params, z[0, ...], cfg)
-    _save_grid(image_grid(np.concatenate([x[:n], recon]), image_shape, n), path,
-               "inputs (top) and reconstructions E[x|z], z ~ q(z|x) (bottom)")
+    rows = []
+    for start in range(0, n, per_row):
+        rows += [x[start:start + per_row], recon[start:start + per_row]]
+    grid = image_grid(np.concatenate(rows), image_shape, per_row)
+    h = image_shape[0] + 1
+    labels = ["input", "reconstruction"] * (len(rows) // 2)
+    _save_grid(grid, path, "inputs and their reconstructions E[x|z], z ~ q(z|x)",
+               ([], [], [1 + h * i + h / 2 - 1 for i in range(len(rows))], labels, "", ""))
 
 
 def plot_samples(params, cfg, image_shape, path, backend="numpy", dtype="float32", n: int = 64,
@@ -84,18 +100,29 @@ def plot_manifold(params, cfg, image_shape, path, backend="numpy", dtype="float3
     values = np.array([NormalDist().inv_cdf(p) for p in q])
     z = np.array([[zx, zy] for zy in values[::-1] for zx in values])
     images = _mean_image(params, from_numpy(z, backend, dtype), cfg)
+    h, w = image_shape[0] + 1, image_shape[1] + 1
+    shown = list(range(0, n, max(1, n // 5))) + [n - 1]
+    xticks = [1 + w * i + w / 2 - 1 for i in shown]
+    yticks = [1 + h * i + h / 2 - 1 for i in shown]
     _save_grid(image_grid(images, image_shape, n), path,
-               "learned manifold: z = inverse Gaussian CDF of a uniform grid")
+               "learned manifold: E[x|z] on a grid of Gaussian quantiles (5% .. 95%)",
+               (xticks, [f"{values[i]:+.2f}" for i in shown], yticks,
+                [f"{values[::-1][i]:+.2f}" for i in shown], "$z_1$", "$z_2$"))
 
 
 def plot_latent(params, cfg, x: np.ndarray, labels: np.ndarray, path, backend="numpy",
-                dtype="float32"):
-    """The posterior means E_q[z] of ``x`` in a 2-D latent space, colored by label."""
+                dtype="float32", class_names=None):
+    """The posterior means E_q[z] of ``x`` in a 2-D latent space, colored by class (named by
+    ``class_names[label]`` when given)."""
     mu = to_numpy(encode(params, from_numpy(x, backend, dtype), cfg)[0])
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 5))
-    sc = ax.scatter(mu[:, 0], mu[:, 1], c=labels, cmap="tab10", s=6)
-    fig.colorbar(sc, ax=ax, label="label")
+    fig, ax = plt.subplots(figsize=(7 if class_names else 6, 5))
+    cmap = plt.get_cmap("tab10")
+    for label in np.unique(labels):
+        pick = labels == label
+        name = class_names[label] if class_names else str(label)
+        ax.scatter(mu[pick, 0], mu[pick, 1], color=cmap(int(label) % 10), s=6, label=name)
+    ax.legend(title="class", markerscale=2.5, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_xlabel("$z_1$")
     ax.set_ylabel("$z_2$")
     ax.set_title("test set: posterior means $E_q[z]$")
@@ -112,12 +139,15 @@ def plot_curves(metrics_csv, path):
     epoch = [int(r["epoch"]) for r in rows]
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, key, title in zip(axes, ("loss", "recon", "kl"),
-                              ("-ELBO (nats)", "reconstruction -log p(x|z)", "KL(q(z|x) || p(z))")):
+    for ax, key, title, ylabel in zip(
+            axes, ("loss", "recon", "kl"),
+            ("-ELBO, lower is better", "reconstruction term", "KL term"),
+            ("-ELBO (nats per example)", "$-E_q[\\log p(x|z)]$ (nats)", "KL(q(z|x) || p(z)) (nats)")):
         for split, style in (("train", "-"), ("test", "--")):
             ax.plot(epoch, [float(r[f"{split}_{key}"]) for r in rows], style, label=split)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -134,7 +164,8 @@ def make_figures(run_dir, params, cfg, data, backend="numpy", dtype="float32") -
     paths += [run_dir / "reconstructions.png", run_dir / "samples.png"]
     if cfg.z_dim == 2:
         plot_manifold(params, cfg, shape, run_dir / "manifold.png", backend, dtype)
-        plot_latent(params, cfg, data.x_test, data.y_test, run_dir / "latent.png", backend, dtype)
+        plot_latent(params, cfg, data.x_test, data.y_test, run_dir / "latent.png", backend, dtype,
+                    data.class_names)
         paths += [run_dir / "manifold.png", run_dir / "latent.png"]
     if (run_dir / "metrics.csv").is_file():
         plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")

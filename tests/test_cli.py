@@ -180,3 +180,33 @@ def test_doctor_runs_the_gpu_checks_on_the_stand_in_and_fails_on_a_wrong_gradien
     assert main(["doctor", "--backend", "strict", "--no-tests"]) == 1
     text = capsys.readouterr().out
     assert "[FAIL] gradient check on strict" in text and "<-- FAILED" in text
+
+
+def test_evaluate_on_grayscale_bernoulli_never_calls_it_log_px(run, capsys):
+    """The default-style run (Bernoulli on grayscale digits, binarize none)."""
+    assert main(["evaluate", str(run), "--k", "10", "--limit", "50"]) == 0
+    text = capsys.readouterr().out
+    assert "log p(x)" not in text and "bound" not in text.split("note:")[0]
+    assert "the Bernoulli formula is not a probability for grayscale pixels" in text
+    record = json.loads((run / "evaluation.json").read_text())
+    assert record["likelihood_is_density"] is False and "not bounds on a log-likelihood" in record["what"]
+
+
+def test_evaluate_on_binarized_data_states_the_bound(tmp_path, capsys):
+    out = tmp_path / "bin"
+    assert main(["train", "--epochs", "1", "--binarize", "static", "--out", str(out), *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--k", "10", "--limit", "50"]) == 0
+    text = capsys.readouterr().out
+    assert "log p(x) >= L_10" in text and "(importance-weighted bound)" in text
+    assert json.loads((out / "evaluation.json").read_text())["likelihood_is_density"] is True
+
+
+def test_evaluate_reports_the_elbo_training_printed_last(run, capsys):
+    import csv
+    last = float(list(csv.DictReader(open(run / "metrics.csv")))[-1]["test_loss"])
+    for batch in ("100", "7"):  # the draws do not depend on the batch size, nor on k
+        assert main(["evaluate", str(run), "--k", "5", "--batch-size", batch]) == 0
+        text = capsys.readouterr().out
+        elbo = float(text.split("ELBO")[1].split()[0])
+        assert elbo == pytest.approx(-last, abs=2e-4), text
