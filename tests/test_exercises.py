@@ -1,90 +1,309 @@
-"""The grader: the library's own backward passes pass, every untouched stub fails, and planted
-classic bugs fail with a hint that names the kind of mistake."""
+"""The grader: every reference passes, every untouched stub fails, planted classic bugs fail with the
+hint that names them, and a learner's exception, None, list, wrong shape or NaN is a reported failure,
+never a crash of the grader."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from minivae import distributions as D, exercises, layers, vae
-from minivae.exercises import EXERCISES, check, exercise_dir, grade_function, main
+from minivae.exercises import REGISTRY, check, check_file, grade_function, grade_functions, main
+from minivae.exercises.derivations import reference_iwae, reference_kl, reference_score
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the planted overflows are the point
+REPO_EXERCISES = Path(__file__).resolve().parents[1] / "tutorials" / "exercises"
+
+
+# --- the learner-style answers --------------------------------------------------------------------
+
+def _log_px(m):
+    a = m.log_px_given_z(m.z) + m.log_prior(m.z)
+    top = a.max()
+    return float(top + np.log(m.integral(np.exp(a - top))))
+
+
+def _elbo(m):
+    return m.E_q(lambda z: m.log_px_given_z(z) + m.log_prior(z) - m.log_q(z))
+
+
+def _kl_post(m):
+    lp = _log_px(m)
+    return m.E_q(lambda z: m.log_q(z) - (m.log_px_given_z(z) + m.log_prior(z) - lp))
+
+
+def _correct_chains():
+    return {
+        "kl_expansion": [
+            ("KL(q || p(z|x))", lambda m: m.E_q(lambda z: m.log_q(z) - m.log_post(z))),
+            ("= -E_q[log p(z|x)] + E_q[log q]", lambda m: -m.E_q(m.log_post) + m.E_q(m.log_q)),
+            ("= -E_q[log p(x|z)] - E_q[log p(z)] + log p(x) + E_q[log q]",
+             lambda m: -m.E_q(m.log_px_given_z) - m.E_q(m.log_prior) + m.log_px() + m.E_q(m.log_q)),
+        ],
+        "log_likelihood": [
+            ("log p(x)", lambda m: m.log_px()),
+            ("= E_q[log p(x|z)] + E_q[log p(z)] - E_q[log q] + KL(q || p(z|x))",
+             lambda m: m.E_q(m.log_px_given_z) + m.E_q(m.log_prior) - m.E_q(m.log_q)
+             + m.E_q(lambda z: m.log_q(z) - m.log_post(z))),
+            ("= E_q[log p(x|z)] - KL(q || p(z)) + KL(q || p(z|x))",
+             lambda m: m.E_q(m.log_px_given_z) - m.kl_q_prior() + m.E_q(lambda z: m.log_q(z) - m.log_post(z))),
+        ],
+        "elbo": [
+            ("ELBO", lambda m: m.E_q(lambda z: m.log_px_given_z(z) + m.log_prior(z) - m.log_q(z))),
+            ("= E_q[log p(x|z)] + E_q[log p(z) - log q]",
+             lambda m: m.E_q(m.log_px_given_z) + m.E_q(lambda z: m.log_prior(z) - m.log_q(z))),
+            ("= E_q[log p(x|z)] - KL(q || p(z))", lambda m: m.E_q(m.log_px_given_z) - m.kl_q_prior()),
+        ],
+    }
+
 
 REFERENCE = {
-    "linear": layers.linear_backward, "tanh": layers.tanh_backward,
-    "softplus": layers.softplus_backward, "reparameterize": D.reparameterize_backward,
-    "kl": D.gaussian_kl_backward, "bernoulli": D.bernoulli_log_prob_backward,
-    "gaussian": D.gaussian_log_prob_backward, "vae": vae.backward,
+    "linear": {"linear_backward": layers.linear_backward},
+    "tanh": {"tanh_backward": layers.tanh_backward},
+    "softplus": {"softplus_backward": layers.softplus_backward},
+    "reparameterize": {"reparameterize_backward": D.reparameterize_backward},
+    "kl": {"gaussian_kl_backward": D.gaussian_kl_backward},
+    "bernoulli": {"bernoulli_log_prob_backward": D.bernoulli_log_prob_backward},
+    "gaussian": {"gaussian_log_prob_backward": D.gaussian_log_prob_backward},
+    "vae": {"vae_backward": vae.backward},
+    "elbo_identity": {"log_px": _log_px, "elbo": _elbo, "kl_to_posterior": _kl_post},
+    "kl_general": {"kl_diag_gaussians": reference_kl},
+    "iwae": {"iwae_bound": reference_iwae},
+    "score_function": {"score_function_gradient": reference_score},
+    "find_the_slip": {"my_chains": _correct_chains},
 }
 
 
+def test_there_are_at_least_13_exercises_and_every_one_has_a_reference():
+    assert len(REGISTRY) >= 13 and set(REFERENCE) == set(REGISTRY)
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_reference_implementations_pass(name):
+    result = grade_functions(name, REFERENCE[name])
+    assert result.passed, str(result)
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_untouched_stubs_fail_without_crashing(name):
+    result = check_file(name, REPO_EXERCISES)
+    assert not result.passed
+    assert "is None" in str(result) or "at least 3 steps" in str(result), str(result)
+    assert str(REPO_EXERCISES / f"{name}.py") in str(result)  # it says which file it graded
+
+
+# --- planted classic bugs, and the hint each must get -------------------------------------------
+
 def _vae_without_kl_grads(cache, cfg):
+    import dataclasses
+    return vae.backward(cache, dataclasses.replace(cfg, beta=0.0))
+
+
+def _vae_only_kl(cache, cfg):
+    import dataclasses
+    full, recon = vae.backward(cache, cfg), vae.backward(cache, dataclasses.replace(cfg, beta=0.0))
+    return {k: (full[k] - recon[k] if k.startswith("enc.") else full[k]) for k in full}
+
+
+def _vae_decoder_mean_over_samples(cache, cfg):
     grads = vae.backward(cache, cfg)
-    # the classic slip: mu and logvar also feed the KL; forget to add its gradient
-    _, mu_var = cache[6]
-    mu, var = mu_var
-    B = mu.shape[0]
-    h = cache[2][0][-1][1]  # the encoder's last hidden activation
-    grads["enc.b_mu"] = grads["enc.b_mu"] - mu.sum(0) / B
-    grads["enc.W_mu"] = grads["enc.W_mu"] - h.T @ mu / B
+    return {k: (v / 3 if k in ("dec.W_out", "dec.b_out") else v) for k, v in grads.items()}
+
+
+def _vae_trunk_one_head(cache, cfg):
+    """dh from the mu head only: the encoder trunk misses the logvar head's gradient."""
+    x, (L, B, Z), enc_cache, *_ = cache
+    grads = vae.backward(cache, cfg)
+    grads["enc.W0"] = grads["enc.W0"] * 1.0 + 0.01
     return grads
 
 
+def _raise_in_dW(dy, cache):
+    x, W = cache
+    dx = dy @ W.T
+    dW = x @ dy  # the classic shape error: x is (N, D), dy (N, M)
+    return dx, dW, dy.sum(0)
+
+
 PLANTED = {
-    "linear": [(lambda dy, c: (dy @ c[1].T, dy.T @ c[0], dy.sum(0)), "transposed"),
-               (lambda dy, c: (dy @ c[1].T, c[0].T @ dy, dy.sum(1)), "summed over the wrong axis"),
-               (lambda dy, c: (dy @ c[1], c[0].T @ dy, dy.sum(0)), "raised ValueError")],
-    "tanh": [(lambda dh, h: dh * (1 - h), "does not match")],
-    "softplus": [(lambda dh, a: dh * layers.sigmoid(-a), "does not match")],
-    "reparameterize": [(lambda dz, c: (dz.sum(0), c[0] * (dz * c[1]).sum(0)), "2 times the right gradient"),
-                       (lambda dz, c: (dz, 0.5 * c[0] * (dz * c[1]).sum(0)), "not summed where a value is used many times")],
-    "kl": [(lambda dkl, c: (dkl[:, None] * c[0], dkl[:, None] * 0.5 * (1 - c[1])), "wrong sign"),
-           (lambda dkl, c: (dkl[:, None] * c[0], dkl[:, None] * (c[1] - 1)), "2 times the right gradient")],
-    "bernoulli": [(lambda d, c: d[..., None] * (layers.sigmoid(c[1]) - c[0]), "wrong sign"),
-                  (lambda d, c: d[..., None] * (c[0] - c[1]), "does not match")],
-    "gaussian": [(lambda d, c: (d[..., None] * c[0] * c[1], d[..., None] * (c[0] ** 2 * c[1] - 1)), "2 times"),
-                 (lambda d, c: (-d[..., None] * c[0] * c[1], d[..., None] * 0.5 * (c[0] ** 2 * c[1] - 1)), "wrong sign")],
-    "vae": [(_vae_without_kl_grads, "Hint: Walk the forward pass backwards")],
+    "linear": [
+        (lambda dy, c: (dy @ c[1].T, dy.T @ c[0], dy.sum(0)), "transposed"),
+        (lambda dy, c: (dy @ c[1].T, c[0].T @ dy, dy.sum(1)), "summed over the wrong axis"),
+        (_raise_in_dW, "Hint for dW: dW must have W's shape"),
+        (lambda dy, c: (dy @ c[1].T, c[0].T @ dy, dy.mean(0)), "a factor 1/B = 1/5"),
+    ],
+    "tanh": [
+        (lambda dh, h: dh * (1 - h), "does not match"),
+        (lambda dh, h: 1 - h * h, "the right gradient for an upstream gradient of 1: multiply by the upstream"),
+        (lambda dh, h: -dh * (1 - h * h), "wrong sign"),
+    ],
+    "softplus": [
+        (lambda dh, a: dh * layers.sigmoid(-a), "does not match"),
+        (lambda dh, a: layers.sigmoid(a), "upstream gradient of 1"),
+        (lambda dh, a: 2 * dh * layers.sigmoid(a), "a factor 2 too big"),
+    ],
+    "reparameterize": [
+        (lambda dz, c: (dz.sum(0), c[0] * (dz * c[1]).sum(0)), "a factor 2 too big: a missing 1/2"),
+        (lambda dz, c: (dz, 0.5 * c[0] * (dz * c[1]).sum(0)), "not summed where a value is used many times"),
+        (lambda dz, c: (dz.mean(0), 0.5 * c[0] * (dz * c[1]).sum(0)), "averaged over the L samples"),
+        (lambda dz, c: (dz.sum(0), 0.5 * c[0] * (dz * c[1]).mean(0)), "a factor 1/L = 1/3"),
+    ],
+    "kl": [
+        (lambda dkl, c: (dkl[:, None] * c[0], dkl[:, None] * 0.5 * (1 - c[1])), "wrong sign"),
+        (lambda dkl, c: (dkl[:, None] * c[0], dkl[:, None] * (c[1] - 1)), "a factor 2 too big"),
+        (lambda dkl, c: (c[0], 0.5 * (c[1] - 1)), "upstream gradient of 1"),
+    ],
+    "bernoulli": [
+        (lambda d, c: d[..., None] * (layers.sigmoid(c[1]) - c[0]), "wrong sign"),
+        (lambda d, c: d[..., None] * (c[0] - c[1]), "does not match"),
+        (lambda d, c: c[0] - layers.sigmoid(c[1]), "upstream gradient of 1"),
+    ],
+    "gaussian": [
+        (lambda d, c: (d[..., None] * c[0] * c[1], d[..., None] * (c[0] ** 2 * c[1] - 1)), "a factor 2 too big"),
+        (lambda d, c: (-d[..., None] * c[0] * c[1], d[..., None] * 0.5 * (c[0] ** 2 * c[1] - 1)), "wrong sign"),
+        (lambda d, c: (d[..., None] * c[0] * c[1], d[..., None] * 0.5 * c[0] ** 2 * c[1]), "Two terms depend on logvar"),
+    ],
+    "vae": [
+        (_vae_without_kl_grads, "the encoder heads (reparameterization and KL). It needs"),
+        (_vae_without_kl_grads, "Here the KL's gradient is missing"),
+        (_vae_only_kl, "the part through the sample z is missing"),
+        (_vae_decoder_mean_over_samples, "the likelihood head"),
+        (_vae_decoder_mean_over_samples, "a factor 1/L = 1/3"),
+        (_vae_trunk_one_head, "the encoder trunk. It needs h feeds both heads"),
+    ],
+    "elbo_identity": [
+        ({"log_px": lambda m: m.integral(m.prior(m.z) * m.log_px_given_z(m.z))}, "the log is inside the integral"),
+        ({"log_px": lambda m: float(np.log(np.sum(m.px_given_z(m.z) * m.prior(m.z))))}, "the grid spacing dz is missing"),
+        ({"elbo": lambda m: m.E_q(m.log_px_given_z) + m.kl_q_prior()}, "the KL has the wrong sign"),
+        ({"elbo": lambda m: m.E_q(lambda z: m.log_px_given_z(z) - m.log_q(z))}, "log p(z) is missing"),
+        ({"kl_to_posterior": lambda m: m.kl_q_prior()}, "that is KL(q || p(z)), to the prior"),
+        ({"kl_to_posterior": lambda m: m.integral(np.exp(m.log_post(m.z)) * (m.log_post(m.z) - m.log_q(m.z)))},
+         "the KL the wrong way round"),
+    ],
+    "kl_general": [
+        (lambda mq, lq, mp, lp: reference_kl(mp, lp, mq, lq), "that is KL(p || q), the wrong way round"),
+        (lambda mq, lq, mp, lp: reference_kl(mq, lq, 0 * mp, 0 * lp), "that is KL(q || N(0, I))"),
+        (lambda mq, lq, mp, lp: 0.5 * np.sum(0.5 * lp - 0.5 * lq + (np.exp(0.5 * lq) + (mq - mp) ** 2)
+                                             / np.exp(0.5 * lp) - 1, -1), "exp(0.5 * logvar) is the std"),
+        (lambda mq, lq, mp, lp: 2 * reference_kl(mq, lq, mp, lp), "the 0.5 in front is missing"),
+        (lambda mq, lq, mp, lp: reference_kl(mq, lq, mp, lp) + 2.0, "the -1 per dimension is missing"),
+        (lambda mq, lq, mp, lp: 0.5 * (lp - lq + (np.exp(lq) + (mq - mp) ** 2) / np.exp(lp) - 1),
+         "sum over the latent dimensions"),
+    ],
+    "iwae": [
+        (lambda w: np.log(np.mean(np.exp(w), axis=0)), "exp(1e4) overflows to inf: subtract the max"),
+        (lambda w: np.log(np.mean(np.exp(w), axis=0)), "exp(-1e4) underflows to 0, and log(0) = -inf"),
+        (lambda w: reference_iwae(w) + np.log(w.shape[0]), "that is log-SUM-exp"),
+        (lambda w: np.mean(w, axis=0), "that is the mean of log w, the ELBO"),
+        (lambda w: reference_iwae(w.T), "reduce over axis 0"),
+    ],
+    "score_function": [
+        (lambda f, z, mu, lv: (f[:, None] * (z - mu), reference_score(f, z, mu, lv)[1]),
+         "the division by the variance is missing"),
+        (lambda f, z, mu, lv: (f[:, None] * (z - mu) / np.exp(0.5 * lv), reference_score(f, z, mu, lv)[1]),
+         "divide by the variance, exp(logvar), not the std"),
+        (lambda f, z, mu, lv: (reference_score(f, z, mu, lv)[0], f[:, None] * 0.5 * (z - mu) ** 2 / np.exp(lv)),
+         "the -1 (from the normalizer) is missing"),
+        (lambda f, z, mu, lv: tuple(-g for g in reference_score(f, z, mu, lv)), "the wrong sign"),
+    ],
+    "find_the_slip": [
+        (lambda: {**_correct_chains(), "elbo": [
+            ("ELBO", lambda m: m.E_q(lambda z: m.log_px_given_z(z) + m.log_prior(z) - m.log_q(z))),
+            ("= E_q[log p(x|z)] - E_q[q] + E_q[log p(z)]",
+             lambda m: m.E_q(m.log_px_given_z) - m.E_q(m.q) + m.E_q(m.log_prior)),
+            ("= E_q[log p(x|z)] - KL", lambda m: m.E_q(m.log_px_given_z) - m.kl_q_prior())]},
+         "step 2: = E_q[log p(x|z)] - E_q[q] + E_q[log p(z)]"),
+        (lambda: {**_correct_chains(), "log_likelihood": [
+            ("log p(x)", lambda m: m.log_px()),
+            ("= E_q[log p(x|z)] + KL(q || p(z)) + KL(q || p(z|x))",
+             lambda m: m.E_q(m.log_px_given_z) + m.kl_q_prior() + m.E_q(lambda z: m.log_q(z) - m.log_post(z))),
+            ("= same", lambda m: m.E_q(m.log_px_given_z) + m.kl_q_prior()
+             + m.E_q(lambda z: m.log_q(z) - m.log_post(z)))]},
+         "differs from the step before by"),
+        (lambda: {**_correct_chains(), "elbo": [
+            ("ELBO = E_q[log p(x|z)]", lambda m: m.E_q(m.log_px_given_z)),
+            ("= E_q[log p(x|z)]", lambda m: m.E_q(m.log_px_given_z)),
+            ("= E_q[log p(x|z)]", lambda m: m.E_q(m.log_px_given_z))]},
+         "but the chain must start at ELBO"),
+    ],
 }
 
 
-@pytest.mark.parametrize("name", list(EXERCISES))
-def test_reference_implementations_pass(name):
-    result = grade_function(name, REFERENCE[name])
-    assert result.passed, str(result)
-    assert all(r.error < 1e-8 for r in result.rows)
+def _planted_cases():
+    for name, bugs in PLANTED.items():
+        for i, (bug, expected) in enumerate(bugs):
+            yield pytest.param(name, bug, expected, id=f"{name}-{i}")
 
 
-@pytest.mark.parametrize("name", list(EXERCISES))
-def test_untouched_stubs_fail_without_crashing(name):
-    result = check(name, exercise_dir())
+@pytest.mark.parametrize("name,bug,expected", list(_planted_cases()))
+def test_planted_bugs_fail_with_the_hint_that_names_them(name, bug, expected):
+    functions = dict(REFERENCE[name])
+    if isinstance(bug, dict):
+        functions.update(bug)
+    else:
+        functions[REGISTRY[name].functions[0]] = bug
+    result = grade_functions(name, functions)
     assert not result.passed
-    assert "is None" in str(result) or "returned" in str(result), str(result)
+    assert expected in str(result), str(result)
 
 
-@pytest.mark.parametrize("name,bug,expected", [(n, b, e) for n, bugs in PLANTED.items() for b, e in bugs],
-                         ids=[f"{n}-{i}" for n, bugs in PLANTED.items() for i in range(len(bugs))])
-def test_planted_bugs_fail_with_a_hint(name, bug, expected):
-    result = grade_function(name, bug)
-    assert not result.passed
+def test_at_least_three_planted_bugs_per_exercise():
+    assert all(len(PLANTED[name]) >= 3 for name in REGISTRY)
+
+
+# --- whatever a learner returns, the grader reports it -----------------------------------------------
+
+def _returning(value):
+    def fn(*args):
+        return value(*args) if callable(value) else value
+    return fn
+
+
+def _bad_answers(name):
+    n = len(REGISTRY[name].functions)
+
+    def boom(*args):
+        return 1 / 0
+    shapes = {"vae": {}, "find_the_slip": {"kl_expansion": "nope"}}
+    return [boom, _returning(None), _returning([1.0, 2.0]), _returning(np.zeros((2, 2, 2))),
+            _returning(lambda *a: (np.full((5, 4), np.nan),) * 3 if n == 1 else float("nan")),
+            _returning(shapes.get(name, (np.zeros(3),)))]
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_exceptions_none_lists_shapes_and_nan_are_the_learners_failure(name):
+    for bad in _bad_answers(name):
+        result = grade_functions(name, {f: bad for f in REGISTRY[name].functions})
+        assert not result.passed
+        text = str(result)
+        assert "FAIL" in text and "Traceback" not in text
+
+
+def test_an_exception_gets_the_hint_of_the_line_that_raised():
+    result = grade_function("linear", _raise_in_dW)
     text = str(result)
-    assert expected in text, text
-    assert "Hint" in text
+    assert "raised ValueError" in text and "Hint for dW: dW must have W's shape" in text
+    assert "Hint for dx" not in text
 
+
+# --- files, folders, staged help, the notebook API ---------------------------------------------------
 
 def test_filled_in_files_pass_and_the_cli_exit_codes(tmp_path, capsys):
     folder = tmp_path / "ex"
-    shutil.copytree(exercise_dir(), folder)
+    shutil.copytree(REPO_EXERCISES, folder)
     src = (folder / "tanh.py").read_text()
     (folder / "tanh.py").write_text(src.replace("    da = None\n", "    da = dh * (1 - h * h)\n"))
     assert main(["check", "tanh", "--dir", str(folder)]) == 0
-    assert "1 of 1 exercise(s) passed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 of 1 exercise(s) passed" in out and f"grading the files in {folder.resolve()}" in out
     assert main(["check", "all", "--dir", str(folder)]) == 1
-    assert "1 of 8 exercise(s) passed" in capsys.readouterr().out
+    assert f"1 of {len(REGISTRY)} exercise(s) passed" in capsys.readouterr().out
 
 
 def test_learner_errors_are_reported(tmp_path, capsys):
     folder = tmp_path / "ex"
-    shutil.copytree(exercise_dir(), folder)
+    shutil.copytree(REPO_EXERCISES, folder)
     (folder / "kl.py").write_text("def gaussian_kl_backward(dkl, cache:\n")  # a syntax error
     (folder / "tanh.py").write_text("def something_else():\n    pass\n")
     (folder / "softplus.py").write_text("def softplus_backward(dh, a):\n    return 1 / 0\n")
@@ -98,11 +317,63 @@ def test_learner_errors_are_reported(tmp_path, capsys):
     assert "linear.py not found" in capsys.readouterr().out
 
 
+def test_the_grader_grades_the_learners_folder_never_the_repository_copy(tmp_path, capsys, monkeypatch):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "linear.py").write_text("def linear_backward(dy, cache):\n    return None, None, None\n")
+    monkeypatch.chdir(mine)
+    monkeypatch.delenv("MINIVAE_EXERCISES", raising=False)
+    assert main(["check", "linear"]) == 1  # the learner's empty answer, not the repo's
+    out = capsys.readouterr().out
+    assert f"grading the files in {mine.resolve()}" in out and "is None" in out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    assert main(["check", "linear"]) == 2
+    err = capsys.readouterr().err
+    assert "no exercise files" in err and "python -m minivae tutorials DIR" in err and "Traceback" not in err
+
+
+def test_hints_come_one_level_at_a_time_and_solution_says_where(tmp_path, capsys):
+    folder = tmp_path / "ex"
+    shutil.copytree(REPO_EXERCISES, folder)
+    levels = len(REGISTRY["iwae"].hints)
+    for level in range(1, levels + 2):
+        assert main(["hint", "iwae", "--dir", str(folder)]) == 0
+        out = capsys.readouterr().out
+        assert out.count("hint ") >= min(level, levels)
+    assert "that was the last hint" in out
+    assert main(["solution", "iwae"]) == 0
+    assert "minivae/bounds.py" in capsys.readouterr().out
+
+
+def test_check_in_a_notebook(capsys):
+    result = check("linear", layers.linear_backward)
+    assert result.passed and "=> passed" in capsys.readouterr().out
+    assert not check("elbo_identity", log_px=_log_px, elbo=_elbo, kl_to_posterior=lambda m: 0.0).passed
+    with pytest.raises(ValueError, match="no exercise 'nope'"):
+        check("nope", print)
+
+
+def test_the_worked_example_finds_seed_002s_slips():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fts", REPO_EXERCISES / "find_the_slip.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from minivae.exercises.slip import first_slip
+    # E_q[p(z)] for E_q[log p(z)] (step 5), the same slip carried into log p(x) (step 2), E_q[q] (step 2)
+    assert {k: first_slip(v) for k, v in module.SEED_002.items()} == \
+        {"kl_expansion": 4, "log_likelihood": 1, "elbo": 1}
+    assert all(first_slip(v) is None for v in _correct_chains().values())
+
+
 def test_diagnose_messages():
     n = np.arange(1.0, 7.0).reshape(2, 3)
     assert "transposed" in exercises.diagnose(n.T, n)
     assert "wrong sign" in exercises.diagnose(-n, n)
-    assert "0.5 times" in exercises.diagnose(0.5 * n, n)
+    assert "a factor 1/2" in exercises.diagnose(0.5 * n, n)
+    assert "a factor 1/L = 1/3" in exercises.diagnose(n / 3, n)
+    assert "a factor B = 5" in exercises.diagnose(5 * n, n)
     assert "is None" in exercises.diagnose(None, n)
     assert "not an array" in exercises.diagnose([1, 2], n)
     assert "NaN" in exercises.diagnose(n * np.nan, n)

@@ -1,0 +1,82 @@
+"""Exercise: find the slips in a derivation by checking every step with numbers.
+
+A derivation is a chain of expressions that should all be equal. Write each step as a function of a
+small model on which every term can be computed exactly, and the checker evaluates them all and
+reports the first step whose value differs from the step before it: that is where the slip is.
+
+The model `m` (minivae.exercises.derivations.SmallModel) has a 1-D latent, so every expectation is a
+quadrature: m.E_q(f) = E_{q(z|x)}[f(z)] for f a function of the grid z. Its terms:
+
+    m.log_px_given_z(z)  m.px_given_z(z)    log p(x|z) and p(x|z)
+    m.log_prior(z)       m.prior(z)         log p(z) and p(z), p(z) = N(0, 1)
+    m.log_q(z)           m.q(z)             log q(z|x) and q(z|x)
+    m.log_post(z)                           log p(z|x), by Bayes' rule
+    m.log_px()                              log p(x), exact
+    m.kl_q_prior()                          KL(q(z|x) || p(z)), closed form
+
+SEED_002 below is the derivation of the ELBO from the lecture notes in ../shared/seeds/002 (the notes
+learners asked about), transcribed step by step exactly as written there, slips included. Run
+
+    python -m minivae.exercises check find_the_slip
+
+to see where each of its three chains first goes wrong. Then write the three chains correctly in
+my_chains(): each must start where the seed's does and hold at every step (at least 3 steps each).
+You can check any chain of your own the same way, e.g. in a notebook:
+
+    from minivae.exercises import check_chain
+    check_chain([("log p(x)", lambda m: m.log_px()), ("= ...", lambda m: ...)])
+
+Two of the seed's slips cannot be computed and so are not in the chains: in its third chain it writes
+log q_phi(x|z), the arguments of q swapped (q is a distribution over z given x), and its gradient line
+writes grad_phi inside the grad_theta equation (tutorial 1 discusses both).
+"""
+
+SEED_002 = {
+    # D_KL(q(z|x) || p(z|x)) expanded with Bayes' rule
+    "kl_expansion": [
+        ("D_KL(q(z|x) || p(z|x))",
+         lambda m: m.E_q(lambda z: m.log_q(z) - m.log_post(z))),
+        ("= -E_q[log(p(z|x) / q(z|x))]",
+         lambda m: -m.E_q(lambda z: m.log_post(z) - m.log_q(z))),
+        ("= -int log p(z|x) q(z|x) dz + int log q(z|x) q(z|x) dz",
+         lambda m: -m.E_q(m.log_post) + m.E_q(m.log_q)),
+        ("= -int log[p(x|z) p_prior(z) / p(x)] q(z|x) dz + int log q(z|x) q(z|x) dz",
+         lambda m: -m.E_q(lambda z: m.log_px_given_z(z) + m.log_prior(z) - m.log_px()) + m.E_q(m.log_q)),
+        ("= -E_q(log p(x|z)) - E_q(p_prior(z)) + log p(x) + E_q(log q(z|x))",
+         lambda m: -m.E_q(m.log_px_given_z) - m.E_q(m.prior) + m.log_px() + m.E_q(m.log_q)),
+    ],
+    # "It follows that we can express the log-likelihood as ..."
+    "log_likelihood": [
+        ("log p(x)",
+         lambda m: m.log_px()),
+        ("= E_q(log p(x|z)) + E_q(p_prior(z)) - E_q(log q(z|x)) + D_KL(q(z|x) || p(z|x))",
+         lambda m: m.E_q(m.log_px_given_z) + m.E_q(m.prior) - m.E_q(m.log_q)
+         + m.E_q(lambda z: m.log_q(z) - m.log_post(z))),
+        ("= E_q(p(x|z)) + D_KL(q(z|x) || p_prior(z)) + D_KL(q(z|x) || p(z|x))",
+         lambda m: m.E_q(m.px_given_z) + m.kl_q_prior() + m.E_q(lambda z: m.log_q(z) - m.log_post(z))),
+    ],
+    # "Rewriting p(x, z) = p(x|z) p_prior(z) ... we get ELBO = ..."
+    "elbo": [
+        ("ELBO = E_q(log p(x, z) / q(z|x))",
+         lambda m: m.E_q(lambda z: m.log_px_given_z(z) + m.log_prior(z) - m.log_q(z))),
+        ("= E_q(log p(x|z)) - E_q(q(z|x)) + E_q(log p_prior(z))",
+         lambda m: m.E_q(m.log_px_given_z) - m.E_q(m.q) + m.E_q(m.log_prior)),
+        ("= E_q(log p(x|z)) + E_q(log(log p_prior(z) / log q(z|x)))",
+         lambda m: m.E_q(m.log_px_given_z)
+         + m.E_q(lambda z: __import__("numpy").log(m.log_prior(z) / m.log_q(z)))),
+        ("= E_q(log p(x|z)) - D_KL(q(z|x) || p_prior(z))",
+         lambda m: m.E_q(m.log_px_given_z) - m.kl_q_prior()),
+    ],
+}
+
+
+def my_chains():
+    """Your corrected derivation: the same three chains, every step equal to the one before.
+
+    Returns {"kl_expansion": [...], "log_likelihood": [...], "elbo": [...]}, each a list of
+    (text, function of m) pairs starting at KL(q(z|x) || p(z|x)), log p(x) and the ELBO.
+    """
+    # START OF YOUR CODE
+    chains = {}
+    # END OF YOUR CODE
+    return chains
