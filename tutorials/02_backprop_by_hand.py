@@ -20,17 +20,15 @@
 # **relu**: $da = dh\cdot[a > 0]$. **sigmoid**: $y = \sigma(a)$, $da = dy\, y(1-y)$.
 
 # %%
-import os
-from pathlib import Path
 
 import numpy as np
 
 from minivae import layers
 from minivae.gradcheck import check_pair, numerical_gradient, rel_error
+from minivae.tutorial import start
 
-QUICK = os.environ.get("MINIVAE_QUICK") == "1"
-FIGURES = Path(os.environ.get("MINIVAE_FIGURES", "tutorials/_output")) / "02"
-FIGURES.mkdir(parents=True, exist_ok=True)
+tut = start("02")  # quick mode or not, and where figures go (see minivae/tutorial.py)
+QUICK, FIGURES = tut.quick, tut.figures
 rng = np.random.default_rng(0)
 
 # %% [markdown]
@@ -107,8 +105,6 @@ assert best[("float32", 4)][0] > 1e-8 and best[("float32", 2)][0] > 1e-8  # floa
 # (its worst case over all 90 model configurations is about $1.5\times10^{-10}$).
 
 # %%
-import matplotlib
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -120,7 +116,7 @@ ax.set_ylabel("max|analytic - numeric| / max|numeric|")
 ax.set_title("finite-difference error of tanh's gradient")
 ax.legend(fontsize=8)
 fig.tight_layout()
-fig.savefig(FIGURES / "error_vs_h.png", dpi=110)
+tut.save(fig, "error_vs_h.png")
 
 # %% [markdown]
 # ## The elementwise relative error, and why it is not the bar

@@ -17,17 +17,15 @@
 # %%
 import dataclasses
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 
 import minivae
 from minivae import VAEConfig, data, train
+from minivae.tutorial import start
 
-QUICK = os.environ.get("MINIVAE_QUICK") == "1"
-FIGURES = Path(os.environ.get("MINIVAE_FIGURES", "tutorials/_output")) / "03"
-FIGURES.mkdir(parents=True, exist_ok=True)
+tut = start("03")  # quick mode or not, and where figures go (see minivae/tutorial.py)
+QUICK, FIGURES = tut.quick, tut.figures
 REPEATS = 200 if QUICK else 1000
 
 # %% [markdown]
@@ -118,8 +116,6 @@ for S, pv, sv, pw_mu, sf_mu in table:
 # $z$ and $q$ reparameterizable.
 
 # %%
-import matplotlib
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 fig, ax = plt.subplots(figsize=(6, 4))
@@ -131,4 +127,4 @@ ax.set_ylabel("variance of the d/dmu estimate")
 ax.set_title("gradient variance, VAE on 8x8 digits")
 ax.legend()
 fig.tight_layout()
-fig.savefig(FIGURES / "variance.png", dpi=110)
+tut.save(fig, "variance.png")

@@ -15,16 +15,14 @@
 
 # %%
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 
 from minivae import distributions as D
+from minivae.tutorial import start
 
-QUICK = os.environ.get("MINIVAE_QUICK") == "1"
-FIGURES = Path(os.environ.get("MINIVAE_FIGURES", "tutorials/_output")) / "04"
-FIGURES.mkdir(parents=True, exist_ok=True)
+tut = start("04")  # quick mode or not, and where figures go (see minivae/tutorial.py)
+QUICK, FIGURES = tut.quick, tut.figures
 S = 20_000 if QUICK else 1_000_000
 rng = np.random.default_rng(0)
 
@@ -107,8 +105,6 @@ assert np.allclose(z_ok.var(axis=0)[0], np.exp(logvar)[0], rtol=0.05)
 # latent dimensions that the decoder does not use sit at that minimum ("inactive units", tutorial 7).
 
 # %%
-import matplotlib
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 M, LV = np.meshgrid(np.linspace(-3, 3, 121), np.linspace(-4, 3, 141))
@@ -121,4 +117,4 @@ ax.set_xlabel("$\\mu$")
 ax.set_ylabel("logvar $= \\log\\sigma^2$")
 ax.set_title("KL(N($\\mu$, $\\sigma^2$) || N(0, 1)) in nats")
 fig.tight_layout()
-fig.savefig(FIGURES / "kl_bowl.png", dpi=110)
+tut.save(fig, "kl_bowl.png")

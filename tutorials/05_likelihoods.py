@@ -12,8 +12,6 @@
 
 # %%
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 
@@ -21,13 +19,11 @@ import minivae
 from minivae import VAEConfig, bounds, data, train
 from minivae import distributions as D
 from minivae.backend import Generator
+from minivae.tutorial import start
 
-QUICK = os.environ.get("MINIVAE_QUICK") == "1"
-FIGURES = Path(os.environ.get("MINIVAE_FIGURES", "tutorials/_output")) / "05"
-FIGURES.mkdir(parents=True, exist_ok=True)
+tut = start("05")  # quick mode or not, and where figures go (see minivae/tutorial.py)
+QUICK, FIGURES = tut.quick, tut.figures
 
-import matplotlib
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 # %% [markdown]
@@ -70,7 +66,7 @@ axes[1].set_xlabel("x")
 axes[1].legend(fontsize=7)
 axes[1].set_title("densities on [0, 1]")
 fig.tight_layout()
-fig.savefig(FIGURES / "continuous_bernoulli.png", dpi=110)
+tut.save(fig, "continuous_bernoulli.png")
 
 # %% [markdown]
 # ## 3-5. Gaussians: fixed variance (the "MSE" VAE), a shared learned variance, a per-pixel head
@@ -182,6 +178,6 @@ for ax, img, title in zip(axes, (dq.x_test[0], minivae.likelihood_mean(minivae.d
     ax.set_title(title)
     ax.axis("off")
 fig.tight_layout()
-fig.savefig(FIGURES / "per_pixel_heads.png", dpi=110)
+tut.save(fig, "per_pixel_heads.png")
 print(f"mean predicted std on the border pixels {std.reshape(-1, 8, 8)[:, :, 0].mean():.4f}, "
       f"in the centre {std.reshape(-1, 8, 8)[:, 2:6, 2:6].mean():.4f}")

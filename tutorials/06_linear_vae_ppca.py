@@ -16,17 +16,15 @@
 
 # %%
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 
 import minivae
 from minivae import VAEConfig, optim
+from minivae.tutorial import start
 
-QUICK = os.environ.get("MINIVAE_QUICK") == "1"
-FIGURES = Path(os.environ.get("MINIVAE_FIGURES", "tutorials/_output")) / "06"
-FIGURES.mkdir(parents=True, exist_ok=True)
+tut = start("06")  # quick mode or not, and where figures go (see minivae/tutorial.py)
+QUICK, FIGURES = tut.quick, tut.figures
 
 # %% [markdown]
 # ## Data from a pPCA model, and the pPCA maximum log-likelihood
@@ -105,8 +103,6 @@ if not QUICK:
     assert abs(math.exp(float(params["dec.logvar"])) - sigma2_ml) < 0.01 * sigma2_ml
 
 # %%
-import matplotlib
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 h = np.array(history)
@@ -120,4 +116,4 @@ ax.set_ylabel("nats per example")
 ax.legend()
 ax.set_title("linear VAE vs probabilistic PCA")
 fig.tight_layout()
-fig.savefig(FIGURES / "linear_vae_vs_ppca.png", dpi=110)
+tut.save(fig, "linear_vae_vs_ppca.png")

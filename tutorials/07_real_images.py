@@ -13,18 +13,16 @@
 
 # %%
 import csv
-import os
-from pathlib import Path
 
 import numpy as np
 
 import minivae
 from minivae import VAEConfig, bounds, data, plots, train
 from minivae.backend import Generator
+from minivae.tutorial import start
 
-QUICK = os.environ.get("MINIVAE_QUICK") == "1"
-FIGURES = Path(os.environ.get("MINIVAE_FIGURES", "tutorials/_output")) / "07"
-FIGURES.mkdir(parents=True, exist_ok=True)
+tut = start("07")  # quick mode or not, and where figures go (see minivae/tutorial.py)
+QUICK, FIGURES = tut.quick, tut.figures
 
 if not QUICK and data.locate("fashion-mnist"):
     ds = data.load_dataset("fashion-mnist", progress=False)
@@ -67,8 +65,6 @@ plots.plot_samples(runs[max(sizes)]["params"], runs[max(sizes)]["cfg"], ds.image
 # ## The bound against training examples seen, per latent size (the paper's Figure 2)
 
 # %%
-import matplotlib
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
@@ -82,7 +78,7 @@ for ax, title in zip(axes, ("train", "test")):
     ax.legend(fontsize=8)
 axes[0].set_ylabel("ELBO (nats per image)")
 fig.tight_layout()
-fig.savefig(FIGURES / "bound_vs_samples.png", dpi=110)
+tut.save(fig, "bound_vs_samples.png")
 final = {z: -float(r["rows"][-1]["test_loss"]) for z, r in runs.items()}
 print("final test ELBO per latent size:", {z: round(v, 2) for z, v in final.items()})
 if not QUICK:

@@ -10,19 +10,17 @@
 # `Generator(..., backend=...)`. Everything downstream follows the data.
 
 # %%
-import os
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
 import minivae
 from minivae import VAEConfig, backend as B
+from minivae.tutorial import start
 
-QUICK = os.environ.get("MINIVAE_QUICK") == "1"
-FIGURES = Path(os.environ.get("MINIVAE_FIGURES", "tutorials/_output")) / "08"
-FIGURES.mkdir(parents=True, exist_ok=True)
+tut = start("08")  # quick mode or not, and where figures go (see minivae/tutorial.py)
+QUICK, FIGURES = tut.quick, tut.figures
 
 for name in B.BACKENDS:
     print(f"{name:<8} available: {B.is_available(name)}")
@@ -123,8 +121,6 @@ if not B.is_available("cupy"):
 assert all(t > 0 for t in timings.values())
 
 # %%
-import matplotlib
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -133,4 +129,4 @@ ax.bar(labels, [1e3 * t for t in timings.values()])
 ax.set_ylabel("ms per training step (median)")
 ax.set_title("784-500-20 VAE: one step of loss, gradients and Adam")
 fig.tight_layout()
-fig.savefig(FIGURES / "step_times.png", dpi=110)
+tut.save(fig, "step_times.png")

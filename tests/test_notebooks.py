@@ -1,0 +1,51 @@
+"""Every tutorial as a learner meets it in Jupyter: converted from its percent-format source by jupytext
+and executed cell by cell in a real kernel (nbclient), in quick mode. No cell may fail, and every
+cell that draws must show its figure inline. Slow suite: python -m pytest -m slow."""
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+jupytext = pytest.importorskip("jupytext", reason="the docs extra is not installed: pip install -e '.[docs]'")
+nbclient = pytest.importorskip("nbclient")
+
+pytestmark = pytest.mark.slow
+TUTORIALS = sorted((Path(__file__).resolve().parents[1] / "tutorials").glob("[0-9][0-9]_*.py"))
+DRAWS = re.compile(r"\btut\.(save|show)\(")
+
+
+def execute(path: Path, figures: Path):
+    """The executed notebook of one tutorial, run in its own folder as Jupyter would."""
+    nb = jupytext.read(path)
+    env = {"MINIVAE_QUICK": "1", "MINIVAE_FIGURES": str(figures)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits the environment
+    try:
+        nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return nb
+
+
+def inline_images(cell) -> int:
+    return sum("image/png" in out.get("data", {}) for out in cell.get("outputs", []))
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+def test_tutorial_runs_as_a_notebook_with_its_figures_inline(path, tmp_path):
+    nb = execute(path, tmp_path)
+    drawing = [c for c in nb.cells if c.cell_type == "code" and DRAWS.search(c.source)]
+    assert drawing, "a tutorial without a figure"
+    for cell in drawing:
+        assert inline_images(cell) >= 1, f"no inline figure from the cell:\n{cell.source[:300]}"
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+    print(f"{path.stem}: {sum(inline_images(c) for c in nb.cells)} inline figures")
