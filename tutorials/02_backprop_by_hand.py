@@ -1,6 +1,11 @@
 # %% [markdown]
 # # 2. Backprop by hand, and how to check it
 #
+# **You will learn** to derive a layer's backward pass, to check it against finite differences, to
+# read what a relative error says, and to use the exercise grader on your own code.
+# **You need** the chain rule and matrix shapes. **Time** about 25 minutes; the code runs in a second.
+# Symbols and the weight convention (W stored as (in, out)): [the notation page](NOTATION.md).
+#
 # Every layer in minivae is a pair of functions (the CS231n convention):
 # `forward(inputs) -> (out, cache)` and `backward(dout, cache) -> gradients of the inputs`, where
 # `dout` is $\partial \ell / \partial\,\mathrm{out}$ for whatever scalar loss $\ell$ sits downstream.
@@ -47,6 +52,59 @@ for name in ("tanh", "softplus", "relu", "sigmoid"):
     r = check_pair(getattr(layers, f"{name}_forward"), getattr(layers, f"{name}_backward"), a, ("a",))
     print(f"{name:<9} max relative error {r.max_rel_error:.1e}  {'pass' if r.passed else 'FAIL'}")
     assert r.passed
+
+# %% [markdown]
+# ## Your turn, with the grader
+# The exercises in `exercises/` ask for these same backward passes, and the grader checks any function
+# you write, here in the notebook: `check(name, your_function)`. It compares every element with finite
+# differences and, when the answer is wrong, says *how*. Here are three first attempts a learner
+# might write, right after the derivations above, and what the grader says of each.
+
+# %%
+from minivae.exercises import check
+
+
+def my_linear_backward(dy, cache):
+    x, W = cache
+    return dy @ W.T, dy.T @ x, dy.sum(axis=0)   # dW written as dy^T x
+
+
+result = check("linear", my_linear_backward)
+assert not result.passed and "transposed" in str(result)
+
+# %% [markdown]
+# The shape $(M, D)$ instead of $(D, M)$ gave it away. With $dW = x^\top dy$:
+
+# %%
+def my_linear_backward(dy, cache):
+    x, W = cache
+    return dy @ W.T, x.T @ dy, dy.sum(axis=0)
+
+
+assert check("linear", my_linear_backward).passed
+
+
+def my_tanh_backward(dh, h):
+    return 1 - h ** 2                            # the local derivative alone
+
+
+result = check("tanh", my_tanh_backward)
+assert "upstream gradient" in str(result)
+
+
+def my_tanh_backward(dh, h):
+    return dh * (1 - h ** 2)                     # times the upstream gradient: the chain rule
+
+
+assert check("tanh", my_tanh_backward).passed
+
+# %% [markdown]
+# The grader recognised the missing upstream factor: the answer was right for an upstream gradient
+# of 1. For softplus, $da = dh\cdot\mathrm{sigmoid}(a)$ (the library's `layers.sigmoid` is stable
+# for any $a$):
+
+# %%
+assert check("softplus", lambda dh, a: dh * layers.sigmoid(a)).passed
 
 # %% [markdown]
 # And a wrong backward, for contrast: forgetting the square in tanh's derivative.
@@ -141,3 +199,16 @@ elementwise = np.abs(exact - num) / np.maximum(np.maximum(np.abs(exact), np.abs(
 print("numeric gradient:", num, "\nelementwise relative error:", elementwise,
       f"\nscaled (the bar): {rel_error(exact, num):.1e}")
 assert rel_error(exact, num) < 1e-8
+
+# %% [markdown]
+# ## Summary
+# - A backward pass is the chain rule one layer at a time: each input's gradient has that input's shape,
+#   and an input used many times (a bias added to every row) collects a sum.
+# - Check it in float64 with a centred 4-point stencil, against $\max|a - n|/\max|n| < 10^{-8}$;
+#   float32 cannot resolve errors below about $10^{-6}$.
+# - `from minivae.exercises import check` grades your own function and names the usual mistakes.
+#
+# **Try this.** (1) Predict the elementwise relative error of a *correct* gradient at the dead ReLU
+# unit above, then change `a` so that no unit is dead and compare. (2) Run the error-versus-h sweep
+# with `order=2` only and find the $h$ where float64 is best; compare with $\epsilon^{1/3}$.
+# (3) Write `my_softplus_backward` with `sigmoid(-a)` and read what the grader says.

@@ -1,17 +1,26 @@
 # %% [markdown]
 # # 6. When is the ELBO tight? The linear VAE against probabilistic PCA
 #
+# **You will learn** when the ELBO can equal $\log p(x)$ exactly, by training a linear VAE to the
+# closed-form optimum of probabilistic PCA. **You need** tutorial 1 and eigenvalues. **Time** about 15
+# minutes; the code runs in about 20 seconds. Symbols: [the notation page](NOTATION.md).
+#
 # With `hidden=()` the decoder is linear, $p(x\mid z) = \mathcal N(x;\, W^\top z + b,\, \sigma^2 I)$ (a
-# shared learned variance), and the prior is $\mathcal N(0, I)$. That is exactly **probabilistic PCA**
+# shared learned variance), and the prior is $\mathcal N(0, I)$. ($W$ is `dec.W_out`, stored (in, out)
+# $= (Z, D)$ as every minivae weight, so the layer `z @ W + b` is $W^\top z + b$ for a column $z$;
+# see [the weight convention](NOTATION.md#the-weight-convention).) That is exactly **probabilistic PCA**
 # (Tipping & Bishop 1999), whose marginal $p(x) = \mathcal N(x;\, b,\, W^\top W + \sigma^2 I)$ is known in
 # closed form, and whose maximum-likelihood solution is known too: with $S$ the data covariance and
 # $\lambda_1 \ge \dots \ge \lambda_D$ its eigenvalues, $\sigma^2_{ML} = \frac{1}{D-Z}\sum_{i>Z}\lambda_i$ and
 #
 # $$\frac1N \log p(X) = -\frac12\Big(D\log 2\pi + \sum_{i\le Z}\log\lambda_i + (D-Z)\log\sigma^2_{ML} + D\Big).$$
 #
-# For this model the true posterior $p(z\mid x)$ is Gaussian, and at the pPCA optimum (where $W$'s
-# rows are orthogonal) it even has a diagonal covariance, so a diagonal $q$ can match it exactly and
-# the ELBO can reach $\log p(x)$ (Lucas et al. 2019, "Don't blame the ELBO!"). We train a linear VAE
+# For this model the true posterior $p(z\mid x)$ is Gaussian. The pPCA optimum is not one $W$ but a
+# family, $W^\top = U_Z(\Lambda_Z - \sigma^2 I)^{1/2} R$ for *any* rotation $R$ ($U_Z$, $\Lambda_Z$ the
+# top eigenvectors and eigenvalues of $S$), all with the same $\log p(x)$. Only for the member with
+# $R = I$ (up to signs and order) are the rows of $W$ orthogonal ($WW^\top$ diagonal), and only there
+# does the posterior have a diagonal covariance. A diagonal $q$ can match that one exactly, so the
+# ELBO can reach $\log p(x)$ there, and training drifts towards it (Lucas et al. 2019, "Don't blame the ELBO!"). We train a linear VAE
 # with minivae and watch its ELBO reach the pPCA maximum.
 
 # %%
@@ -117,3 +126,14 @@ ax.legend()
 ax.set_title("linear VAE vs probabilistic PCA")
 fig.tight_layout()
 tut.save(fig, "linear_vae_vs_ppca.png")
+
+# %% [markdown]
+# ## Summary
+# - A linear VAE with a shared variance *is* probabilistic PCA; its ELBO reached the closed-form pPCA
+#   maximum log-likelihood, so here the ELBO is tight: KL(q || p(z|x)) went to about 0.
+# - Of the rotations that share that maximum, training picks the one whose posterior is diagonal
+#   (orthogonal rows of $W$), the only one a diagonal $q$ can match.
+#
+# **Try this.** (1) Set `Z_ = 3` for data made with 2 latent dimensions: predict $\sigma^2$ and the
+# third eigenvalue the model learns. (2) Replace the shared variance by `variance="fixed", sigma=1.0`:
+# is the ELBO still tight, and is it still the pPCA optimum?
