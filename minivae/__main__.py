@@ -274,6 +274,18 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_tutorials(args) -> int:
+    from .tutorial import copy_tutorials
+    written = copy_tutorials(args.dir, force=args.force)
+    target = Path(args.dir)
+    print(f"copied {len(written)} files into {target.resolve()}: the 8 tutorials (.ipynb and .py), "
+          f"NOTATION.md and the exercises")
+    print(f"start with:\n  cd {target}\n  jupyter lab 01_model_and_elbo.ipynb     "
+          f"(or: python 01_model_and_elbo.py)\nexercises:\n  python -m minivae.exercises check all   "
+          f"(inside {target})")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from .doctor import main as doctor
     return doctor(backend=args.backend, run_tests=not args.no_tests)
@@ -379,6 +391,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("name", choices=["mnist", "fashion-mnist"])
     f.add_argument("--data-dir", default=None)
     f.set_defaults(func=cmd_fetch)
+
+    tu = sub.add_parser("tutorials", help="copy the tutorials (notebooks) and exercises into a folder",
+                        description="Copy the eight tutorials (as .ipynb notebooks and .py sources), "
+                        "the notation page and the exercises into DIR, to work in. Never overwrites a "
+                        "file unless --force.")
+    tu.add_argument("dir", help="the folder to copy into (made if missing)")
+    tu.add_argument("--force", action="store_true", help="overwrite files that are already there")
+    tu.set_defaults(func=cmd_tutorials)
 
     d = sub.add_parser("doctor", help="versions, BLAS, whether a GPU can be used; with one, check it",
                        description="Print the versions, the BLAS and whether CuPy can use a CUDA "

@@ -1,4 +1,5 @@
-"""What the tutorials share: quick mode, where their figures go, and showing a figure.
+"""What the tutorials share: quick mode, where their figures go, and showing a figure; and copying
+them into a learner's folder (``python -m minivae tutorials DIR``).
 
     from minivae.tutorial import start
     t = start("01")          # t.quick, t.figures
@@ -37,16 +38,14 @@ class Tutorial:
     quick: bool
     figures: Path
 
-    def save(self, fig, name: str) -> Path:
-        """Save ``fig`` as ``figures/name``; in a notebook it then shows inline, else it is closed."""
+    def save(self, fig, name: str) -> None:
+        """Save ``fig`` as ``figures/name`` and close it; in a notebook the PNG then shows inline.
+        (Returns nothing, so that a cell ending with it shows the figure and not a path.)"""
         import matplotlib.pyplot as plt
         path = self.figures / name
         fig.savefig(path, dpi=110, bbox_inches="tight")
-        if in_notebook():
-            plt.show()
-        else:
-            plt.close(fig)
-        return path
+        plt.close(fig)
+        self.show(path)  # the saved PNG itself, so it shows whatever matplotlib backend the kernel has
 
     def show(self, path) -> None:
         """Show an image file (e.g. one of ``minivae.plots``' figures) inline in a notebook."""
@@ -75,3 +74,45 @@ def start(number: str) -> Tutorial:
         print("QUICK MODE (MINIVAE_QUICK=1): small data, few epochs. The numbers below are checked, "
               "but claims that need a full run are labelled [full run only].")
     return Tutorial(number, quick, figures)
+
+
+def tutorials_source() -> Path:
+    """The folder holding the tutorials: the checkout's ``tutorials/``, else the installed copy."""
+    package = Path(__file__).resolve().parent
+    checkout = package.parent / "tutorials"
+    if (checkout / "exercises").is_dir():
+        return checkout
+    return package / "tutorials_data"  # where pyproject.toml's package-dir puts them in a wheel
+
+
+def tutorial_files(source: Path) -> list[Path]:
+    """What a learner gets, relative to ``source``: notebooks, sources, notation, exercises."""
+    names = sorted(p.name for p in source.glob("[0-9][0-9]_*.ipynb"))
+    names += sorted(p.name for p in source.glob("[0-9][0-9]_*.py"))
+    names += [n for n in ("NOTATION.md", "README.md") if (source / n).is_file()]
+    names += sorted(f"exercises/{p.name}" for p in (source / "exercises").iterdir()
+                    if p.suffix in (".py", ".md") and not p.name.startswith(("_", ".")))
+    return [Path(n) for n in names]
+
+
+def copy_tutorials(target, force: bool = False) -> list[Path]:
+    """Copy the tutorials and exercises into ``target``; refuses to overwrite unless ``force``.
+
+    Raises ValueError naming the files that are already there (nothing is written then)."""
+    import shutil
+    source, target = tutorials_source(), Path(target)
+    files = tutorial_files(source)
+    if not any(f.suffix == ".ipynb" for f in files):
+        raise ValueError(f"no notebooks in {source}: the installation is incomplete")
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"{target} is a file; give a folder to copy the tutorials into")
+    existing = [f for f in files if (target / f).exists()]
+    if existing and not force:
+        shown = ", ".join(str(f) for f in existing[:4]) + (" ..." if len(existing) > 4 else "")
+        raise ValueError(f"{target} already has {len(existing)} of these files ({shown}); they may be your "
+                         f"own work, so nothing was copied. Choose another folder, or pass --force to "
+                         f"overwrite them")
+    for f in files:
+        (target / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / f, target / f)
+    return files

@@ -28,3 +28,60 @@ def test_tutorial_is_in_percent_format(path):
     text = path.read_text()
     assert text.startswith("# %% [markdown]") and "\n# %%\n" in text
     assert "import minivae" in text or "from minivae" in text
+
+
+# --- the notebooks beside the sources, and copying them into a learner's folder --------------------
+
+def test_the_committed_notebooks_are_generated_from_the_sources():
+    """The .py files are the single source; `python docs/build.py notebooks` makes the .ipynb files."""
+    jupytext = pytest.importorskip("jupytext", reason="the docs extra is not installed")
+    for path in TUTORIALS:
+        source = jupytext.read(path)
+        committed = jupytext.read(path.with_suffix(".ipynb"))
+        assert [(c.cell_type, c.source) for c in committed.cells] == \
+            [(c.cell_type, c.source) for c in source.cells], \
+            f"{path.with_suffix('.ipynb').name} is out of date: run python docs/build.py notebooks"
+        assert committed.metadata["kernelspec"]["name"] == "python3"
+        assert all(not c.get("outputs") for c in committed.cells if c.cell_type == "code")
+
+
+def test_tutorials_command_copies_and_never_overwrites(tmp_path, capsys):
+    from minivae.__main__ import main
+    target = tmp_path / "learn"
+    assert main(["tutorials", str(target)]) == 0
+    out = capsys.readouterr().out
+    assert "jupyter lab 01_model_and_elbo.ipynb" in out and "python -m minivae.exercises check all" in out
+    assert len(list(target.glob("[0-9][0-9]_*.ipynb"))) == 8 and len(list(target.glob("[0-9][0-9]_*.py"))) == 8
+    assert (target / "NOTATION.md").is_file() and len(list((target / "exercises").glob("*.py"))) == 13
+    mine = target / "exercises" / "linear.py"
+    mine.write_text("# my own work\n")
+    assert main(["tutorials", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "nothing was copied" in err and "--force" in err
+    assert mine.read_text() == "# my own work\n"
+    assert main(["tutorials", str(target), "--force"]) == 0
+    assert "START OF YOUR CODE" in mine.read_text()
+
+
+@pytest.mark.slow
+def test_tutorials_command_after_a_non_editable_install(tmp_path):
+    """`pip install .` (not editable) into a folder, run from elsewhere: the tutorials and the
+    exercises come from the installed package, and the grader grades the learner's copy."""
+    root = Path(__file__).resolve().parents[1]
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(root)],
+                   check=True, timeout=600)
+    assert (site / "minivae" / "tutorials_data" / "01_model_and_elbo.ipynb").is_file()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    run = lambda *args, cwd=work: subprocess.run([sys.executable, *args], cwd=cwd, env=env,  # noqa: E731
+                                                 capture_output=True, text=True, timeout=300)
+    where = run("-c", "import minivae, minivae.tutorial as t; print(minivae.__file__); print(t.tutorials_source())")
+    assert where.stdout.split()[0].startswith(str(site)), where.stdout + where.stderr
+    assert where.stdout.split()[1].startswith(str(site))
+    made = run("-m", "minivae", "tutorials", "learn")
+    assert made.returncode == 0, made.stderr
+    assert len(list((work / "learn").glob("*.ipynb"))) == 8
+    graded = run("-m", "minivae.exercises", "check", "linear", cwd=work / "learn")
+    assert graded.returncode == 1 and f"grading the files in {work / 'learn'}" in graded.stdout
