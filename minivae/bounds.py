@@ -18,7 +18,7 @@ import math
 
 from .backend import dtype_name, namespace_of
 from .distributions import gaussian_kl_forward, gaussian_log_prob_forward, reparameterize_forward
-from .vae import encode, log_likelihood, validate_data
+from .vae import encode, log_likelihood, validate_data, validate_inputs
 
 
 def logmeanexp(a, axis: int = 0):
@@ -112,8 +112,7 @@ def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int 
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"k: expected 0 (ELBO only) or a positive number of importance samples, got {k!r}")
-    encode(params, x[:1, ...], cfg)  # validates params and the first row's shape and dtype
-    validate_data(x, cfg, dtype_name(x))
+    validate_data(x, cfg, validate_inputs(params, cfg, x=x))
     xp = namespace_of(x)
     N = x.shape[0]
     totals = {"elbo": 0.0, "recon": 0.0, "kl": 0.0}

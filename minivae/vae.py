@@ -37,7 +37,7 @@ from .layers import ACTIVATIONS, linear_backward, linear_forward, sigmoid
 
 __all__ = ["VAEConfig", "param_shapes", "init_params", "encode", "decode", "log_likelihood",
            "likelihood_mean", "forward", "backward", "loss_and_grads", "validate_config",
-           "validate_params", "validate_data"]
+           "validate_params", "validate_inputs", "validate_data"]
 
 
 # --- parameters ----------------------------------------------------------------------------------
@@ -247,8 +247,9 @@ def _decode(params, z, cfg):
     return {"mean": out, "logvar": logvar}, (mlp_caches, out_cache, lv_cache)
 
 
-def _validate_inputs(params, cfg, **arrays) -> str:
-    """The checks of the public entry points; returns the parameters' dtype."""
+def validate_inputs(params, cfg, **arrays) -> str:
+    """The checks of the public entry points: ``params`` against ``cfg`` (names, shapes, one float dtype,
+    one backend, finite) and each named array on the same backend. Returns the parameters' dtype."""
     validate_params(params, cfg)
     _check_same_backend(params, *arrays.items())
     return dtype_name(next(iter(params.values())))
@@ -260,7 +261,7 @@ def encode(params: dict, x, cfg: VAEConfig, validate: bool = True):
     ``validate=False`` skips the checks of params and x (for loops that checked them once).
     """
     if validate:
-        validate_data(x, cfg, _validate_inputs(params, cfg, x=x))
+        validate_data(x, cfg, validate_inputs(params, cfg, x=x))
     mu, logvar, _ = _encode(params, x, cfg)
     return mu, logvar
 
@@ -274,7 +275,7 @@ def decode(params: dict, z, cfg: VAEConfig, validate: bool = True) -> dict:
     checks of params and z.
     """
     if validate:
-        dtype = _validate_inputs(params, cfg, z=z)
+        dtype = validate_inputs(params, cfg, z=z)
         if z.ndim not in (2, 3) or z.shape[-1] != cfg.z_dim or dtype_name(z) != dtype:
             raise ValueError(f"z: expected a {dtype} array of shape (N, {cfg.z_dim}) or (L, B, "
                              f"{cfg.z_dim}), got {dtype_name(z)} of shape {tuple(z.shape)}")
@@ -310,7 +311,7 @@ def likelihood_mean(dist: dict, cfg: VAEConfig):
 def log_likelihood(params: dict, x, z, cfg: VAEConfig, validate: bool = True):
     """log p(x|z) for x (B, D) and z (L, B, Z): returns (L, B)."""
     if validate:
-        validate_data(x, cfg, _validate_inputs(params, cfg, x=x))
+        validate_data(x, cfg, validate_inputs(params, cfg, x=x))
     return _log_likelihood_forward(x, decode(params, z, cfg, validate), cfg)[0]
 
 
@@ -327,7 +328,7 @@ def forward(params: dict, x, eps, cfg: VAEConfig, validate: bool = True):
     collects them and reads them in batches. ``loss_and_grads`` returns them as Python floats.
     """
     if validate:
-        dtype = _validate_inputs(params, cfg, x=x, eps=eps)
+        dtype = validate_inputs(params, cfg, x=x, eps=eps)
         validate_data(x, cfg, dtype)
         _validate_eps(eps, cfg, x.shape[0], dtype)
     xp = namespace_of(x)

@@ -10,6 +10,7 @@ variance, so "off by 1/3" (the mean over samples) can never be mistaken for "off
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import traceback
 from dataclasses import dataclass, field
@@ -242,7 +243,6 @@ def _encoder_head_slip(got, cache, cfg, names) -> str:
     """For the encoder heads: is exactly the KL's part, or exactly the sample's part, missing?"""
     if "enc.W_mu" not in names:
         return ""
-    import dataclasses
     recon_only = vae_backward_reference(cache, dataclasses.replace(cfg, beta=0.0))
     full = vae_backward_reference(cache, cfg)
     for part, ref in (("the KL's gradient is missing", recon_only),
