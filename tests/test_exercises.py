@@ -111,9 +111,8 @@ def _vae_decoder_mean_over_samples(cache, cfg):
     return {k: (v / 3 if k in ("dec.W_out", "dec.b_out") else v) for k, v in grads.items()}
 
 
-def _vae_trunk_one_head(cache, cfg):
-    """dh from the mu head only: the encoder trunk misses the logvar head's gradient."""
-    x, (L, B, Z), enc_cache, *_ = cache
+def _vae_wrong_trunk(cache, cfg):
+    """Everything right but the encoder trunk's weight gradient."""
     grads = vae.backward(cache, cfg)
     grads["enc.W0"] = grads["enc.W0"] * 1.0 + 0.01
     return grads
@@ -170,7 +169,7 @@ PLANTED = {
         (_vae_only_kl, "the part through the sample z is missing"),
         (_vae_decoder_mean_over_samples, "the likelihood head"),
         (_vae_decoder_mean_over_samples, "a factor 1/L = 1/3"),
-        (_vae_trunk_one_head, "the encoder trunk. It needs h feeds both heads"),
+        (_vae_wrong_trunk, "the encoder trunk. It needs h feeds both heads"),
     ],
     "elbo_identity": [
         ({"log_px": lambda m: m.integral(m.prior(m.z) * m.log_px_given_z(m.z))}, "the log is inside the integral"),

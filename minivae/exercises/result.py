@@ -41,5 +41,6 @@ class GradeResult:
         lines.append(f"  => {'passed' if self.passed else 'not yet'}")
         return "\n".join(lines)
 
-    def _repr_pretty_(self, printer, cycle):  # shown as text in a notebook, not as a dataclass
-        printer.text(str(self))
+    def _repr_pretty_(self, printer, cycle):
+        # check() has printed the whole report; a notebook cell ending with it shows only the verdict
+        printer.text(f"<{self.exercise}: {'passed' if self.passed else 'not yet'}>")
