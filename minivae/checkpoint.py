@@ -32,6 +32,7 @@ import numpy as np
 
 from .backend import from_numpy, to_numpy
 from .config import VAEConfig
+from .data import sha256_of
 from .vae import param_shapes
 
 FORMAT = "minivae-checkpoint"
@@ -128,14 +129,6 @@ def save_checkpoint(path, params: dict, cfg: VAEConfig, opt_state: dict | None =
 
 # --- reading ---------------------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _read_record(js: Path) -> dict:
     """The JSON record of ``js``, checked for structure and for its own checksum."""
     try:
@@ -175,7 +168,7 @@ def _newest_pair(path: Path) -> tuple[Path, Path, dict]:
     if not npzs:
         raise CheckpointError(f"{files['npz']}: no such checkpoint file (a checkpoint is a .json and "
                               f"a .npz with the same name)")
-    shas = {p: _sha256(p) for p in npzs}
+    shas = {p: sha256_of(p) for p in npzs}
     first_error = None
     for js in (files["json"], files["prev.json"]):
         if not js.is_file():
