@@ -102,17 +102,18 @@ def likelihood_is_density(cfg, x) -> bool:
 
 
 def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int = 100,
-             iwae_rng=None) -> dict:
+             iwae_rng=None, validate: bool = True) -> dict:
     """Average bounds over a data set x (N, D): ELBO, recon, KL, active units, and L_k if k > 0.
 
     The ELBO's draws come from ``rng``, the importance samples from ``iwae_rng`` (default: ``rng``),
     so an ELBO computed with and without L_k from the same ``rng`` is the same number. The draws do
     not depend on ``batch_size``. Checks params and x once (ValueError), then runs every batch
-    unchecked.
+    unchecked; ``validate=False`` skips that check (for a training loop that made it already).
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"k: expected 0 (ELBO only) or a positive number of importance samples, got {k!r}")
-    validate_data(x, cfg, validate_inputs(params, cfg, x=x))
+    if validate:
+        validate_data(x, cfg, validate_inputs(params, cfg, x=x))
     xp = namespace_of(x)
     N = x.shape[0]
     totals = {"elbo": 0.0, "recon": 0.0, "kl": 0.0}
