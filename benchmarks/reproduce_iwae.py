@@ -66,7 +66,7 @@ def main(argv=None):
     for i, (epochs, lr) in enumerate(stages):
         tcfg = train.TrainConfig(epochs=epochs, lr=lr, **common, **tcfg_kw)
         print(f"stage {i + 1}/{len(stages)}: up to epoch {epochs}, lr {lr:.3g}, batch {batch}")
-        result = train.train(cfg, tcfg, out, data=ds, resume=i > 0, progress=False)
+        result = train.train(cfg, tcfg, out, data=ds, resume=i > 0, overwrite=i == 0, progress=False)
     train_seconds = time.time() - t_train
 
     _, x_test = train.prepare_data(ds, tcfg)

@@ -196,7 +196,7 @@ watcher = threading.Thread(target=watch)
 watcher.start()
 if {what!r} == "train":
     train.train(MODEL, train.TrainConfig(dataset="fashion-mnist", epochs=1, batch_size={batch}),
-                {out!r}, data=ds, progress=False, log=lambda *a: None)
+                {out!r}, data=ds, overwrite=True, progress=False, log=lambda *a: None)
 else:
     params = minivae.init_params(MODEL, dtype="float32")
     bounds.evaluate(params, ds.x_test[:{n_eval}], MODEL, Generator(0), k=5000, batch_size=100, chunk=100)

@@ -132,11 +132,11 @@ def train_config(args):
                        opt_eps=args.opt_eps, binarize=args.binarize, seed=args.seed,
                        backend=args.backend, dtype=args.dtype, max_steps=args.max_steps,
                        data_dir=args.data_dir, threads=args.threads, sync_every=args.sync_every,
-                       kl_warmup=args.kl_warmup)
+                       kl_warmup=args.kl_warmup, keep=args.keep or 2)
 
 
 # With --resume a run continues with its own settings; these flags still apply.
-RESUME_FLAGS = {"resume", "out", "epochs", "no_progress"}
+RESUME_FLAGS = {"resume", "out", "epochs", "keep", "no_progress"}
 
 
 def _given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
@@ -161,8 +161,11 @@ def cmd_train(args) -> int:
 
     from .data import load_dataset
     from .plots import make_figures
+    from .run import new_run_folder
     from .train import load_run_config, train
 
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues a run and --overwrite replaces it: give one of them")
     if args.resume:
         if args.out is None:
             raise ValueError("--resume needs --out RUN_DIR, the run folder to continue")
@@ -173,22 +176,27 @@ def cmd_train(args) -> int:
         mcfg, tcfg = load_run_config(args.out)
         if args.epochs is not None:
             tcfg.epochs = args.epochs
+        if args.keep is not None:
+            tcfg.keep = args.keep
         out = Path(args.out)
     else:
         tcfg = train_config(args)
         _say_backend(args.backend, tcfg.backend)
-        out = Path(args.out) if args.out else Path("runs") / (args.name or
-                                                             time.strftime(f"{args.dataset}-%Y%m%d-%H%M%S"))
         mcfg = None
     data = load_dataset(tcfg.dataset, tcfg.data_dir, progress=not args.no_progress)
     if mcfg is None:
         mcfg = model_config(args, data.x_dim)
+        if args.out or args.name:
+            out = Path(args.out) if args.out else Path("runs") / args.name
+        else:  # a new folder, made exclusively: two runs started in the same second get two
+            out = new_run_folder("runs", time.strftime(f"{args.dataset}-%Y%m%d-%H%M%S"))
     print(f"run folder: {out.resolve()}")
     print(f"model: {mcfg}")
     print(f"data: {data.name}, {len(data.x_train)} train / {len(data.x_test)} test, x_dim {data.x_dim}; "
           f"backend {tcfg.backend}, {tcfg.dtype}; {tcfg.optimizer}, batch {tcfg.batch_size}")
     t0 = time.perf_counter()
-    result = train(mcfg, tcfg, out, data=data, resume=args.resume, progress=not args.no_progress)
+    result = train(mcfg, tcfg, out, data=data, resume=args.resume, overwrite=args.overwrite,
+                   progress=not args.no_progress)
     figures = make_figures(out, result["params"], mcfg, data, tcfg.backend, tcfg.dtype)
     print(f"{result['status']} after {result['global_step']} steps in {time.perf_counter() - t0:.1f}s; "
           f"final test -ELBO {result['last'].get('test_loss', float('nan')):.4f} nats")
@@ -200,13 +208,14 @@ def cmd_train(args) -> int:
 def _load_run(run_dir, backend=None):
     from .backend import resolve
     from .checkpoint import load_checkpoint
-    from .train import load_run_config
+    from .run import load_run
 
-    mcfg, tcfg = load_run_config(run_dir)
+    mcfg, tcfg, run_id = load_run(run_dir)
     if backend is not None:
         _say_backend(backend, resolve(backend))
     backend = resolve(backend or tcfg.backend)
-    params, _, _, _ = load_checkpoint(Path(run_dir) / "checkpoint", backend, tcfg.dtype, expect=mcfg)
+    params, _, _, _ = load_checkpoint(Path(run_dir) / "checkpoint", backend, tcfg.dtype, expect=mcfg,
+                                      run_id=run_id)
     return mcfg, tcfg, params, backend
 
 
@@ -216,6 +225,7 @@ def cmd_evaluate(args) -> int:
 
     from .backend import Generator, from_numpy
     from .bounds import evaluate, likelihood_is_density
+    from .files import write_atomic
     from .data import load_dataset
     from .train import prepare_data
 
@@ -245,7 +255,7 @@ def cmd_evaluate(args) -> int:
         print("  " + stats["what"])
     print(f"  {stats['seconds']:.1f}s")
     path = Path(args.run_dir) / "evaluation.json"
-    path.write_text(json.dumps(stats, indent=1))
+    write_atomic(path, json.dumps(stats, indent=1).encode())
     print(f"wrote {path}")
     return 0
 
@@ -366,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--name", type=_run_name, default=None,
                    help="run name under runs/ (default: dataset and time)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the run that --out or --name already holds (default: refuse)")
+    t.add_argument("--keep", type=positive, default=None,
+                   help="checkpoints kept: the newest and the ones before it (default 2)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train, parser=t)
 

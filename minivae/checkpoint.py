@@ -1,101 +1,73 @@
-"""Checkpoints: arrays in ``.npz`` (never pickled), everything else in JSON, replaced as one unit.
+"""Checkpoints: one safetensors file per save, made current by one rename.
 
-A checkpoint ``<dir>/<stem>`` is two files:
+``checkpoint.safetensors`` holds 8 bytes (the header's length), a JSON header (every array's dtype,
+shape and byte range, and a map of strings where minivae keeps its record: model config, optimizer
+scalars, training progress, run id, and a SHA-256 over the record and the arrays), then the arrays'
+raw bytes: ``param/<name>`` and the optimizer's ``opt/<name>/<key>`` (Adam's ``m`` and ``v``).
 
-- ``<stem>.npz``: the parameters as ``param/<name>`` and the optimizer's arrays as
-  ``opt/<name>/<key>`` (Adam's ``m`` and ``v``, ...), read with ``allow_pickle=False``;
-- ``<stem>.json``: the model config, the optimizer's scalars, training progress and anything else
-  the caller passes, the SHA-256 of the ``.npz`` (so a mismatched pair is detected) and the SHA-256
-  of the JSON record itself (so an edited or damaged record is detected too).
+- No pickle: loading a pickle can run code; loading this file only reads numbers.
+- The header is checked against the model (names, shapes, dtypes, total size) before any array
+  byte is read, so a damaged or hostile file costs no memory.
+- One file, one rename: a save writes a fresh temporary file, flushes it, and renames it over the
+  old one, so a reader (even during a save) sees the old checkpoint or the new one, never a mix.
 
-A pair cannot be replaced by a single rename, so a save keeps the previous pair until the new one is
-complete: both new files are written under fresh temporary names (created exclusively, never
-through a link) and synced; the old pair is renamed to ``<stem>.prev.*``; the new pair is renamed
-into place; only then is the old pair deleted. A process killed at any point leaves some JSON
-whose checksum matches some ``.npz`` among the current and previous names, and ``load_checkpoint``
-takes the newest such pair. Arrays are saved from the host, so a checkpoint written on one backend
-loads onto any other.
+The ``keep - 1`` saves before the current one stay as ``checkpoint-1.safetensors``, ... Loading
+takes the newest whole file (with a warning if that is an older one) and refuses a checkpoint of
+another architecture or another run. Arrays are saved from the host: any backend loads them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
-import tempfile
-import zipfile
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .backend import from_numpy, to_numpy
 from .config import VAEConfig
-from .data import sha256_of
+from .files import TRAINER_TEMP, remove, write_new_file
+from .optim import check_config
 from .vae import param_shapes
 
 FORMAT = "minivae-checkpoint"
-VERSION = 2  # 2: the record's own checksum; version 1 records (no such field) still load
+VERSION = "3"  # 3: safetensors; versions 1-2 were an .npz + .json pair, no longer read
+SUFFIX = ".safetensors"
 OPT_ARRAY_KEYS = ("velocity", "sum_sq", "m", "v")  # state arrays of the rules in optim.py
-_TEMP_PREFIX = ".minivae-"
-_TEMP_SUFFIX = ".tmp"
+MAX_HEADER = 1 << 20  # bytes; a real header is a few kB
+_DTYPES = {"F32": np.float32, "F64": np.float64}
 
 
 class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, or does not match the model it is loaded for."""
+    """A checkpoint is missing, damaged, or does not belong to the model or run it is loaded for."""
 
 
-# --- writing ---------------------------------------------------------------------------------------
+# --- the file's content ----------------------------------------------------------------------------
 
-def write_new_file(folder: Path, data: bytes) -> Path:
-    """Write ``data`` to a new uniquely named file in ``folder`` (O_EXCL: an existing file or a
-    planted link is never written through), flushed to disk. Returns its path; removed on failure."""
-    fd, name = tempfile.mkstemp(dir=folder, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        _remove(Path(name))
-        raise
-    return Path(name)
+def _digest(record_json: str, arrays: dict) -> str:
+    """SHA-256 over the record and every array's name, dtype, shape and bytes."""
+    h = hashlib.sha256(record_json.encode())
+    for name in sorted(arrays):
+        a = arrays[name]
+        h.update(f"{name} {a.dtype.str} {a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` by a file holding ``data`` in one rename: readers see the old or the new."""
-    tmp = write_new_file(path.parent, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
+def _contiguous(a) -> np.ndarray:
+    a = to_numpy(a)
+    return a if a.flags["C_CONTIGUOUS"] else a.copy(order="C")  # (np.ascontiguousarray makes 0-d 1-d)
 
 
-def _remove(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+def encode(params: dict, cfg: VAEConfig, opt_state: dict | None = None, meta: dict | None = None) -> bytes:
+    """The bytes of a checkpoint of ``params``, ``opt_state`` (``optim.step``'s state dict) and ``meta``."""
+    from safetensors.numpy import save
 
-
-def _paths(path: Path) -> dict[str, Path]:
-    return {"npz": path.with_suffix(".npz"), "json": path.with_suffix(".json"),
-            "prev.npz": path.with_suffix(".prev.npz"), "prev.json": path.with_suffix(".prev.json")}
-
-
-def _record_sha256(record: dict) -> str:
-    body = {k: v for k, v in record.items() if k != "record_sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def save_checkpoint(path, params: dict, cfg: VAEConfig, opt_state: dict | None = None,
-                    meta: dict | None = None) -> Path:
-    """Write ``path.npz`` and ``path.json`` (``path`` without suffix) as one unit. Returns the JSON path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {f"param/{k}": to_numpy(v) for k, v in params.items()}
+    arrays = {f"param/{k}": _contiguous(v) for k, v in params.items()}
     scalars = {}
     for name, config in (opt_state or {}).items():
         scalars[name] = {}
@@ -103,157 +75,177 @@ def save_checkpoint(path, params: dict, cfg: VAEConfig, opt_state: dict | None =
             if isinstance(value, (int, float, str, bool)) or value is None:
                 scalars[name][key] = value
             else:
-                arrays[f"opt/{name}/{key}"] = to_numpy(value)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    npz_bytes = buffer.getvalue()
-    record = {"format": FORMAT, "version": VERSION, "config": cfg.to_dict(),
-              "dtype": str(next(iter(arrays.values())).dtype) if arrays else None,
-              "optimizer_scalars": scalars, "meta": meta or {},
-              "npz_sha256": hashlib.sha256(npz_bytes).hexdigest()}
-    record["record_sha256"] = _record_sha256(record)
-    files = _paths(path)
-    for stale in path.parent.glob(f"{_TEMP_PREFIX}*{_TEMP_SUFFIX}"):  # left by a killed save
-        _remove(stale)
-    new_npz = write_new_file(path.parent, npz_bytes)
-    new_json = write_new_file(path.parent, json.dumps(record, indent=1, sort_keys=True).encode())
-    if files["npz"].exists() and files["json"].exists():  # keep the current pair as the fallback
-        os.replace(files["npz"], files["prev.npz"])
-        os.replace(files["json"], files["prev.json"])
-    os.replace(new_npz, files["npz"])
-    os.replace(new_json, files["json"])
-    _remove(files["prev.npz"])
-    _remove(files["prev.json"])
-    return files["json"]
+                arrays[f"opt/{name}/{key}"] = _contiguous(value)
+    record = json.dumps({"config": cfg.to_dict(), "optimizer_scalars": scalars, "meta": meta or {}},
+                        sort_keys=True)
+    return save(arrays, metadata={"format": FORMAT, "version": VERSION, "record": record,
+                                  "sha256": _digest(record, arrays)})
+
+
+def checkpoint_files(path) -> list[Path]:
+    """The checkpoint files of ``path`` (a run folder, or its ``checkpoint`` stem), newest first."""
+    stem = _stem(path)
+    older = []
+    for p in stem.parent.glob(f"{stem.name}-*{SUFFIX}"):
+        n = p.name[len(stem.name) + 1:-len(SUFFIX)]
+        if n.isdigit():
+            older.append((int(n), p))
+    return [stem.with_name(stem.name + SUFFIX)] + [p for _, p in sorted(older)]
+
+
+def _stem(path) -> Path:
+    """``run/checkpoint`` for a run folder; a stem as it is."""
+    path = Path(path)
+    return path / "checkpoint" if path.is_dir() else path
+
+
+def save_checkpoint(path, params: dict, cfg: VAEConfig, opt_state: dict | None = None,
+                    meta: dict | None = None, keep: int = 2) -> Path:
+    """Save ``<path>.safetensors`` (``path`` a stem such as ``run/checkpoint``, or a run folder),
+    keeping the ``keep - 1`` previous saves as ``<path>-1.safetensors``, ... Returns the file's path.
+
+    The new file is complete and on disk before any rename; then the older files move back by one
+    rename each and the new one takes the current name. A process killed at any moment leaves
+    whole files only, the newest of which ``load_checkpoint`` takes."""
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"keep: expected an integer >= 1 (checkpoints kept), got {keep!r}")
+    stem = _stem(path)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    tmp = write_new_file(stem.parent, encode(params, cfg, opt_state, meta), prefix=TRAINER_TEMP)
+    names = [stem.with_name(stem.name + SUFFIX)] + [stem.with_name(f"{stem.name}-{i}{SUFFIX}")
+                                                    for i in range(1, keep)]
+    try:
+        for newer, older in reversed(list(zip(names, names[1:]))):
+            if newer.exists():
+                os.replace(newer, older)
+        os.replace(tmp, names[0])
+    except BaseException:
+        remove(tmp)
+        raise
+    for extra in checkpoint_files(stem)[keep:]:  # a run resumed with a smaller --keep
+        remove(extra)
+    return names[0]
 
 
 # --- reading ---------------------------------------------------------------------------------------
 
-def _read_record(js: Path) -> dict:
-    """The JSON record of ``js``, checked for structure and for its own checksum."""
-    try:
-        record = json.loads(js.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{js}: not valid JSON ({e}); the file is corrupt") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        found = record.get("format") if isinstance(record, dict) else type(record).__name__
-        raise CheckpointError(f"{js}: not a minivae checkpoint (format {found!r})")
-    kinds = {"version": int, "config": dict, "optimizer_scalars": dict, "meta": dict, "npz_sha256": str}
-    for key, kind in kinds.items():
-        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
-            raise CheckpointError(f"{js}: field {key!r} is missing or not a {kind.__name__}; "
-                                  f"the file is corrupt")
-    if record["version"] >= 2 and record.get("record_sha256") != _record_sha256(record):
-        raise CheckpointError(f"{js}: the record's checksum differs: the file was edited or is corrupt")
-    for name, scalars in record["optimizer_scalars"].items():
-        if not isinstance(scalars, dict):
-            raise CheckpointError(f"{js}: optimizer state of {name!r} is not a dict; the file is corrupt")
-        for key, value in scalars.items():
-            bad = (not isinstance(value, (int, float, str, bool, type(None)))
-                   or (isinstance(value, float) and not math.isfinite(value))
-                   or (key == "t" and (not isinstance(value, int) or isinstance(value, bool) or value < 0)))
-            if bad:
-                raise CheckpointError(f"{js}: optimizer state {name}.{key} = {value!r} is invalid; "
-                                      f"the file is corrupt")
-    return record
+def _read(file: Path, expect: VAEConfig | None) -> tuple[VAEConfig, dict, dict, dict]:
+    """(cfg, arrays, optimizer scalars, meta) of one file; CheckpointError if it is not whole.
+    Everything the header says is checked before the arrays' bytes are read."""
+    from safetensors.numpy import load
 
-
-def _newest_pair(path: Path) -> tuple[Path, Path, dict]:
-    """The newest (json, npz, record) whose checksums agree, among the current and previous names."""
-    files = _paths(path)
-    if not files["json"].is_file() and not files["prev.json"].is_file():
-        raise CheckpointError(f"{files['json']}: no such checkpoint file (a checkpoint is a .json and "
-                              f"a .npz with the same name)")
-    npzs = [files[k] for k in ("npz", "prev.npz") if files[k].is_file()]
-    if not npzs:
-        raise CheckpointError(f"{files['npz']}: no such checkpoint file (a checkpoint is a .json and "
-                              f"a .npz with the same name)")
-    shas = {p: sha256_of(p) for p in npzs}
-    first_error = None
-    for js in (files["json"], files["prev.json"]):
-        if not js.is_file():
-            continue
+    with open(file, "rb") as f:  # one open file: a concurrent save renames files, never rewrites one
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        n = int.from_bytes(head, "little")
+        if len(head) < 8 or 8 + n > min(size, 8 + MAX_HEADER):
+            raise CheckpointError(f"is no whole safetensors file ({size} bytes, header of {n})")
         try:
-            record = _read_record(js)
-        except CheckpointError as e:
-            first_error = first_error or e
-            continue
-        for npz, sha in shas.items():
-            if sha == record["npz_sha256"]:
-                return js, npz, record
-        first_error = first_error or CheckpointError(
-            f"{npzs[0]} does not match {js} (checksum differs): the pair was not written together, "
-            f"or one of them is corrupt")
-    raise first_error
-
-
-def _read_arrays(npz: Path, expected: dict[str, tuple]) -> dict[str, np.ndarray]:
-    """The members of ``npz`` named in ``expected`` (name -> shape); every member must be expected,
-    and each one's declared shape and dtype are checked before its data is read."""
+            header = json.loads(f.read(n))
+        except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, too deep, 4300+ digits
+            raise CheckpointError(f"has a header that is not valid JSON ({type(e).__name__})") from None
+        if not isinstance(header, dict):
+            raise CheckpointError("has a header that is not a JSON object")
+        meta = header.pop("__metadata__", None)
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise CheckpointError("is no minivae checkpoint (no minivae record in its header)")
+        if meta.get("version") != VERSION:
+            raise CheckpointError(f"has format version {meta.get('version')!r}; this minivae reads {VERSION!r}")
+        try:
+            record = json.loads(meta["record"])
+            cfg = VAEConfig.from_dict(record["config"])
+            scalars, run_meta = record["optimizer_scalars"], record["meta"]
+            if not (isinstance(scalars, dict) and isinstance(run_meta, dict)
+                    and all(isinstance(c, dict) for c in scalars.values())):
+                raise TypeError("its optimizer state or meta is not a map")
+            for name, config in scalars.items():
+                check_config(name, config)
+        except Exception as e:  # whatever json, the config or a check make of a damaged record
+            raise CheckpointError(f"its record is damaged ({type(e).__name__}: {str(e)[:120]})") from None
+        if expect is not None and expect != cfg:
+            diff = {k: (getattr(expect, k), getattr(cfg, k)) for k in expect.to_dict()
+                    if getattr(expect, k) != getattr(cfg, k)}
+            raise CheckpointError(f"holds another architecture: (expected, found) = {diff}")
+        shapes = param_shapes(cfg)
+        expected = {f"param/{name}": shape for name, shape in shapes.items()}
+        expected.update({f"opt/{name}/{key}": shape for name, shape in shapes.items() for key in OPT_ARRAY_KEYS})
+        unknown = sorted(set(header) - set(expected)) or sorted(set(scalars) - set(shapes))
+        if unknown:
+            raise CheckpointError(f"holds arrays or state this model has no use for ({unknown[:3]})")
+        n_bytes = 0
+        for name, info in header.items():
+            if not (isinstance(info, dict) and info.get("dtype") in _DTYPES
+                    and info.get("shape") == list(expected[name])):
+                raise CheckpointError(f"has array {name!r} as {info}; this model needs float32 or "
+                                      f"float64 of shape {expected[name]}")
+            n_bytes += math.prod(expected[name]) * np.dtype(_DTYPES[info["dtype"]]).itemsize
+        if size != 8 + n + n_bytes:
+            raise CheckpointError(f"is {size} bytes; its header describes {8 + n + n_bytes}")
+        f.seek(0)
+        data = f.read()
     try:
-        with zipfile.ZipFile(npz) as zf:
-            names = {info.filename[:-4]: info for info in zf.infolist() if info.filename.endswith(".npy")}
-            unexpected = sorted(set(names) - set(expected))
-            if unexpected or len(names) != len(zf.infolist()):
-                raise CheckpointError(f"{npz}: holds arrays this model has no use for "
-                                      f"({unexpected[:3] or 'non-array members'}); not a checkpoint "
-                                      f"of this model")
-            arrays = {}
-            for name, info in names.items():
-                with zf.open(info) as f:
-                    version = np.lib.format.read_magic(f)
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                   else np.lib.format.read_array_header_2_0)
-                    shape, _, dtype = read_header(f)
-                if shape != expected[name] or dtype not in (np.float32, np.float64):
-                    raise CheckpointError(f"{npz}: array {name!r} is {dtype} of shape {shape}; this "
-                                          f"model needs float32 or float64 of shape {expected[name]}")
-                with zf.open(info) as f:
-                    arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
-            return arrays
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
-        if isinstance(e, CheckpointError):
-            raise
-        raise CheckpointError(f"{npz}: cannot be read ({type(e).__name__}: {e}); the file is corrupt") from None
+        arrays = load(data)  # safetensors' own checks: offsets, overlaps
+    except Exception as e:
+        raise CheckpointError(f"cannot be decoded ({type(e).__name__}: {e})") from None
+    if meta.get("sha256") != _digest(meta["record"], arrays):
+        raise CheckpointError("has a checksum that differs: the file is damaged or was edited")
+    missing = [name for name in shapes if f"param/{name}" not in arrays]
+    if missing:
+        raise CheckpointError(f"lacks the parameters {missing[:3]}")
+    return cfg, arrays, scalars, run_meta
 
 
 def load_checkpoint(path, backend: str = "numpy", dtype: str | None = None,
-                    expect: VAEConfig | None = None):
-    """Load a checkpoint onto ``backend`` (in ``dtype``, default: as saved).
+                    expect: VAEConfig | None = None, run_id: str | None = None):
+    """Load the newest whole checkpoint of ``path`` (a run folder or its ``checkpoint`` stem), or
+    the ``.safetensors`` file ``path``, onto ``backend`` (in ``dtype``, default: as saved).
 
-    Returns ``(params, cfg, opt_state, meta)``. Raises ``CheckpointError`` if the files are missing
-    or corrupt, do not belong together, or (with ``expect``) hold another architecture. Where a save
-    was interrupted, the previous complete pair is loaded.
+    Returns ``(params, cfg, opt_state, meta)``. A damaged newest file is passed over for the one
+    before it, with a warning that names both. With ``expect`` every file must hold that
+    architecture, and with ``run_id`` it must have been written by that run (a checkpoint copied
+    from another run is refused, never silently continued). Raises ``CheckpointError`` when no file
+    qualifies.
     """
-    path = Path(path)
-    if path.suffix in (".json", ".npz"):
-        path = path.with_suffix("")
-    js, npz, record = _newest_pair(path)
-    try:
-        cfg = VAEConfig.from_dict(record["config"])
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{js}: the model config is invalid ({e}); the file is corrupt") from None
-    if expect is not None and expect != cfg:
-        diff = {k: (getattr(expect, k), getattr(cfg, k)) for k in expect.to_dict()
-                if getattr(expect, k) != getattr(cfg, k)}
-        raise CheckpointError(f"{js} holds another architecture: (expected, found) = {diff}")
-    shapes = param_shapes(cfg)
-    expected = {f"param/{name}": shape for name, shape in shapes.items()}
-    expected.update({f"opt/{name}/{key}": shape for name, shape in shapes.items()
-                     for key in OPT_ARRAY_KEYS})
-    arrays = _read_arrays(npz, expected)
-    params = {}
-    for name, shape in shapes.items():
-        a = arrays.get(f"param/{name}")
-        if a is None:
-            raise CheckpointError(f"{npz}: parameter {name!r} is missing, the config needs {shape}")
-        params[name] = from_numpy(a, backend, dtype)
-    unknown = set(record["optimizer_scalars"]) - set(shapes)
-    if unknown:
-        raise CheckpointError(f"{js}: optimizer state for unknown parameters {sorted(unknown)}")
-    opt_state = {name: dict(scalars) for name, scalars in record["optimizer_scalars"].items()}
+    one_file = str(path).endswith(SUFFIX)  # that file exactly; a folder or stem: the newest good one
+    for attempt in range(3):
+        files = [Path(path)] if one_file else checkpoint_files(path)
+        problems = {}  # file -> what is wrong with it (None: missing)
+        for file in files:
+            try:
+                cfg, arrays, scalars, meta = _read(file, expect)
+                if run_id is not None and meta.get("run_id") != run_id:
+                    raise CheckpointError(f"was written by another run (run id {meta.get('run_id')!r}, "
+                                          f"this run is {run_id!r})")
+            except FileNotFoundError:
+                problems[file] = None
+                continue
+            except (CheckpointError, OSError) as e:
+                problems[file] = str(e)
+                continue
+            damaged = [f"{p} {why}" for p, why in problems.items() if why]
+            if damaged:
+                warnings.warn("; ".join(damaged) + f"; loaded {file.name} instead", stacklevel=2)
+            return _to_backend(cfg, arrays, scalars, meta, backend, dtype)
+        # every file failed; if a listed one went missing, a save moved the files while they were
+        # being read: look again (a save takes milliseconds)
+        if one_file or len(files) == 1 or None not in problems.values():
+            break
+        time.sleep(0.05)
+    if any(problems.values()):
+        raise CheckpointError("no usable checkpoint: " + "; ".join(f"{p} {why}" for p, why in problems.items()))
+    stem = _stem(path)
+    if stem.with_suffix(".json").is_file() or stem.with_suffix(".npz").is_file():
+        raise CheckpointError(f"{stem}.npz/.json: a checkpoint in the old two-file format, which this "
+                              f"version of minivae no longer reads (two files cannot be replaced "
+                              f"atomically); train the run again")
+    raise CheckpointError(f"{files[0]}: no such checkpoint (nothing was saved yet?)")
+
+
+def _to_backend(cfg, arrays, scalars, meta, backend, dtype):
+    params = {name: from_numpy(arrays[f"param/{name}"], backend, dtype) for name in param_shapes(cfg)}
+    opt_state = {name: dict(values) for name, values in scalars.items()}
     for key, a in arrays.items():
         if key.startswith("opt/"):
             _, name, field = key.split("/", 2)
             opt_state.setdefault(name, {})[field] = from_numpy(a, backend, dtype)
-    return params, cfg, opt_state, record["meta"]
+    return params, cfg, opt_state, meta

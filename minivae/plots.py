@@ -14,12 +14,14 @@ MPLBACKEND decides), and in a Jupyter kernel the learner's inline figures keep w
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
 
 from .backend import Generator, from_numpy, to_numpy
+from .files import write_atomic
 from .distributions import reparameterize_forward
 from .vae import decode, encode, likelihood_mean
 
@@ -27,6 +29,14 @@ from .vae import decode, encode, likelihood_mean
 def _pyplot():
     import matplotlib.pyplot as plt
     return plt
+
+
+def save_figure(fig, path, **kwargs) -> None:
+    """Save ``fig`` to ``path`` (format from its suffix) through a fresh temporary file and one
+    rename, like every file minivae writes: a link planted at ``path`` is replaced, not followed."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix[1:] or "png", **kwargs)
+    write_atomic(Path(path), buffer.getvalue())
 
 
 def image_grid(images: np.ndarray, image_shape, ncols: int, pad: int = 1) -> np.ndarray:
@@ -57,7 +67,7 @@ def _save_grid(grid, path, title, axes=None):
         ax.set_yticks(yticks, ylabels)
         ax.set_xlabel(xname)
         ax.set_ylabel(yname)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -126,7 +136,7 @@ def plot_latent(params, cfg, x: np.ndarray, labels: np.ndarray, path, backend="n
     ax.set_xlabel("$z_1$")
     ax.set_ylabel("$z_2$")
     ax.set_title("test set: posterior means $E_q[z]$")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -150,7 +160,7 @@ def plot_curves(metrics_csv, path):
         ax.set_ylabel(ylabel)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

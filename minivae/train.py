@@ -1,12 +1,18 @@
 """The training loop: minibatches, the optimizer, metrics, checkpoints, resume, and the NaN guard.
 
-A run lives in one folder::
+A run lives in one folder (see run.py)::
 
-    run.json         the model and training configs (what ``--resume`` reads back)
-    metrics.csv      one row per epoch: the KL weight, train and test -ELBO (always with weight 1),
-                     recon, KL, the test set's active units, seconds
-    checkpoint.npz   parameters and optimizer state (see checkpoint.py), written every epoch,
-    checkpoint.json  on Ctrl-C, and at the end
+    run.json                 the model and training configs, the data, the run id (what --resume reads)
+    metrics.csv              one row per epoch: the KL weight, train and test -ELBO (always with
+                             weight 1), recon, KL, the test set's active units, seconds
+    checkpoint.safetensors   parameters, optimizer state and progress (see checkpoint.py), written
+                             every epoch, on Ctrl-C and at max_steps; the ``keep - 1`` before it
+                             stay as checkpoint-1.safetensors, ...
+
+``train`` sets the run up (data onto the device, a new run or a resumed one) and ``_loop`` is the
+algorithm. Each guarantee lives in one named place: ``DeferredLosses`` (a step never reads back
+from the device; the NaN guard), ``guard`` in ``_loop`` (nothing non-finite is ever saved),
+``save_checkpoint`` (one atomic rename), ``RunLock`` (one trainer per run folder).
 
 Every random draw is keyed by the run's seed and its position: the permutation of epoch e by
 ``(seed, 0, e)``, the noise (and dynamic binarization) of step s of epoch e by ``(seed, 1, e, s)``.
@@ -16,10 +22,7 @@ ends with the same parameters, bit for bit.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import json
 import math
 import signal
 import sys
@@ -32,9 +35,11 @@ import numpy as np
 from . import optim
 from .backend import Generator, from_numpy, namespace_of, resolve, to_numpy
 from .bounds import evaluate
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_atomic
+from .checkpoint import SUFFIX, CheckpointError, checkpoint_files, load_checkpoint, save_checkpoint
 from .config import VAEConfig
 from .data import BINARIZE, DATASETS, Dataset, binarize_dynamic, binarize_static, load_dataset
+from .run import (RunLock, clear_for_new_run, load_run, new_run_id, read_metrics, save_run_config,
+                  write_metrics)
 from .vae import backward, forward, init_params, validate_data
 
 METRICS = ["epoch", "step", "beta", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
@@ -55,6 +60,8 @@ class TrainConfig:
     each read stalls the pipeline, so a step itself never reads anything back.
     ``kl_warmup``: epochs over which the KL weight rises linearly from 0 to the model's ``beta``
     (Bowman et al. 2016; Sonderby et al. 2016); 0 means no warm-up.
+    ``keep``: checkpoints kept, the newest and ``keep - 1`` before it, so that one damaged file
+    never costs the run.
     """
     dataset: str = "digits"
     epochs: int = 50
@@ -72,6 +79,7 @@ class TrainConfig:
     threads: int | None = None
     sync_every: int = 25
     kl_warmup: float = 0.0
+    keep: int = 2
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
@@ -80,7 +88,7 @@ class TrainConfig:
             raise ValueError(f"optimizer: expected one of {sorted(optim.RULES)}, got {self.optimizer!r}")
         if self.binarize not in BINARIZE:
             raise ValueError(f"binarize: expected one of {BINARIZE}, got {self.binarize!r}")
-        for name in ("epochs", "batch_size", "sync_every"):
+        for name in ("epochs", "batch_size", "sync_every", "keep"):
             _check_int(name, getattr(self, name), low=1)
         _check_int("seed", self.seed, low=0)
         for name in ("max_steps", "threads"):
@@ -130,45 +138,6 @@ def prepare_data(data: Dataset, tcfg: TrainConfig):
         u = np.random.default_rng([tcfg.seed, 2]).random(x_test.shape, dtype=np.float32)
         x_test = (u < x_test).astype(np.float32)
     return x_train, x_test
-
-
-def _save_run_config(out: Path, mcfg: VAEConfig, tcfg: TrainConfig) -> None:
-    record = {"model": mcfg.to_dict(), "train": dataclasses.asdict(tcfg)}
-    write_atomic(out / "run.json", json.dumps(record, indent=1).encode())
-
-
-def load_run_config(out) -> tuple[VAEConfig, TrainConfig]:
-    """The configs of the run folder ``out``; ValueError if ``run.json`` is damaged."""
-    path = Path(out) / "run.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not a minivae run folder (no run.json); train one with "
-                                f"`python -m minivae train --out {out}`")
-    try:
-        record = json.loads(path.read_text())
-        if not (isinstance(record, dict) and isinstance(record.get("model"), dict)
-                and isinstance(record.get("train"), dict)):
-            raise ValueError("expected an object with 'model' and 'train' objects")
-        unknown = set(record["train"]) - {f.name for f in dataclasses.fields(TrainConfig)}
-        if unknown:
-            raise ValueError(f"unknown training settings {sorted(unknown)}")
-        return VAEConfig.from_dict(record["model"]), TrainConfig(**record["train"])
-    except (ValueError, TypeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is damaged ({e}); restore it, or train a new run") from None
-
-
-def _read_metrics(path: Path, before_epoch: int) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [row for row in csv.DictReader(f) if int(row["epoch"]) < before_epoch]
-
-
-def _write_metrics(path: Path, rows: list[dict]) -> None:
-    text = io.StringIO(newline="")
-    w = csv.DictWriter(text, fieldnames=METRICS, restval="")  # runs from before a column existed
-    w.writeheader()
-    w.writerows(rows)
-    write_atomic(path, text.getvalue().encode())
 
 
 class _StopFlag:
@@ -249,36 +218,102 @@ def _all_finite(arrays) -> bool:
     return bool(xp.all(xp.stack([xp.all(xp.isfinite(a)) for a in arrays])))
 
 
-def _resume_meta(meta: dict, ckpt: Path, n_batches: int) -> tuple:
-    """Training progress from a checkpoint's ``meta``, checked: (epoch, step, global_step, sums, elapsed)."""
-    try:
-        epoch, step, global_step = meta["epoch"], meta["step"], meta["global_step"]
-        sums, elapsed = meta["sums"], meta["elapsed"]
-        ints_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                      for v in (epoch, step, global_step))
-        sums_ok = (isinstance(sums, list) and len(sums) == 4
-                   and all(isinstance(v, (int, float)) and math.isfinite(v) for v in sums))
-        if not (ints_ok and sums_ok and step < n_batches and isinstance(elapsed, (int, float))):
-            raise ValueError
-    except (KeyError, TypeError, ValueError):
-        raise CheckpointError(f"{ckpt}.json: its training progress is missing or invalid (epoch, "
-                              f"step, sums); it was not written by this training loop") from None
-    return epoch, step, global_step, sums, float(elapsed)
+@dataclass
+class Progress:
+    """Where training stands: what a checkpoint records besides the arrays, and what resume reads.
+
+    ``sums`` = [sum of -ELBO, of recon, of KL, examples] over the current epoch's steps so far."""
+    epoch: int = 0
+    step: int = 0
+    global_step: int = 0
+    sums: list = dataclasses.field(default_factory=lambda: [0.0, 0.0, 0.0, 0])
+    elapsed: float = 0.0
+
+    @classmethod
+    def from_meta(cls, meta: dict, n_batches: int) -> "Progress":
+        """The progress recorded in a checkpoint's ``meta``, checked; CheckpointError if invalid."""
+        try:
+            p = cls(meta["epoch"], meta["step"], meta["global_step"], list(meta["sums"]), meta["elapsed"])
+            counts_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                            for v in (p.epoch, p.step, p.global_step, p.sums[3]))
+            sums_ok = len(p.sums) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               and math.isfinite(v) for v in p.sums)
+            time_ok = isinstance(p.elapsed, (int, float)) and math.isfinite(p.elapsed) and p.elapsed >= 0
+            if not (counts_ok and sums_ok and time_ok and p.step < n_batches
+                    and (p.step == 0 or p.sums[3] > 0)):
+                raise ValueError
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise CheckpointError("its training progress (epoch, step, sums, elapsed) is missing or "
+                                  "invalid; it was not written by this training loop") from None
+        p.elapsed = float(p.elapsed)
+        return p
+
+    def add(self, values, batch_sizes) -> None:
+        """Add steps' [-ELBO, recon, KL] (host floats) weighted by their batch sizes."""
+        for (loss, recon, kl), B in zip(values, batch_sizes):
+            self.sums = [self.sums[0] + float(loss) * B, self.sums[1] + float(recon) * B,
+                         self.sums[2] + float(kl) * B, self.sums[3] + B]
+
+    def mean(self, i: int) -> float:
+        return self.sums[i] / self.sums[3]
+
+
+class DeferredLosses:
+    """Each step's [-ELBO, recon, KL] stays on the device until ``read`` copies all of them to the
+    host in one transfer (every ``sync_every`` steps and before anything is evaluated or saved):
+    on a GPU a read waits for the device, so a step itself never reads. ``read`` is the NaN guard.
+    """
+
+    def __init__(self, sync_every: int):
+        self.sync_every = sync_every
+        self.pending = []  # (epoch, step, global step, batch size, (3,) device array)
+
+    def add(self, epoch, step, global_step, batch_size, stats) -> bool:
+        """Keep a step's stats; True when it is time to read."""
+        self.pending.append((epoch, step, global_step, batch_size, stats))
+        return len(self.pending) >= self.sync_every
+
+    def read(self, progress: Progress, kept: str) -> None:
+        """Add the pending losses to ``progress``; TrainingDiverged naming the first bad step."""
+        if not self.pending:
+            return
+        xp = namespace_of(self.pending[0][4])
+        values = to_numpy(xp.stack([v for *_, v in self.pending]))                 # (n, 3)
+        bad = [i for i, row in enumerate(values) if not math.isfinite(row[0])]
+        if bad:
+            (epoch, step, g, _, _), value = self.pending[bad[0]], values[bad[0], 0]
+            later = (f", and at {len(bad) - 1} later step(s) up to step {self.pending[bad[-1]][1] + 1}"
+                     if len(bad) > 1 else "")
+            raise TrainingDiverged(f"the loss became {value} at epoch {epoch + 1}, step {step + 1} "
+                                   f"(global step {g + 1}){later}; {kept}. Try a smaller --lr, or float64.")
+        progress.add(values, [B for _, _, _, B, _ in self.pending])
+        self.pending.clear()
+
+
+def data_record(data: Dataset) -> dict:
+    """What run.json says about the data a run was trained on."""
+    return {"name": data.name, "n_train": len(data.x_train), "n_test": len(data.x_test),
+            "x_dim": data.x_dim, "image_shape": list(data.image_shape)}
 
 
 def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
-          resume: bool = False, progress: bool = True, callback=None, log=print) -> dict:
+          resume: bool = False, overwrite: bool = False, progress: bool = True, callback=None,
+          log=print) -> dict:
     """Train a VAE into the run folder ``out``; returns a summary dict.
 
-    ``resume=True`` continues from ``out``'s checkpoint (its configs must match the ones given).
+    ``resume=True`` continues the run in ``out`` from its newest checkpoint (written by this run).
+    Otherwise ``out`` must not hold a run already, unless ``overwrite=True`` replaces it.
     ``callback(epoch, step, stats)``, if given, is called after every step with ``stats`` a (3,)
     array on the device: [loss, recon, kl] (reading it, e.g. ``float(stats[0])``, waits for the
     device). Raises ``TrainingDiverged`` when the loss, the parameters or the test loss are not
-    finite; no checkpoint is ever written from such a state.
+    finite; no checkpoint is ever written from such a state. Raises ``RunBusy`` when another
+    process is training ``out``.
     """
     out = Path(out)
     if data is None:
         data = load_dataset(tcfg.dataset, tcfg.data_dir, progress)
+    if data.name in DATASETS and data.name != tcfg.dataset:  # run.json names the data trained on
+        tcfg = dataclasses.replace(tcfg, dataset=data.name)
     if data.x_dim != mcfg.x_dim:
         raise ValueError(f"x_dim: the model has x_dim={mcfg.x_dim} but data set {data.name!r} has "
                          f"{data.x_dim} pixels per example")
@@ -287,138 +322,138 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
     x_test = from_numpy(x_test_host, tcfg.backend, tcfg.dtype)
     validate_data(x_train, mcfg, tcfg.dtype, name=f"{data.name} training data")
     validate_data(x_test, mcfg, tcfg.dtype, name=f"{data.name} test data")
-    xp = namespace_of(x_train)
     N = x_train.shape[0]
     n_batches = math.ceil(N / tcfg.batch_size)
-
     ckpt = out / "checkpoint"
-    if resume:
-        params, _, opt_state, meta = load_checkpoint(ckpt, tcfg.backend, tcfg.dtype, expect=mcfg)
-        epoch0, step0, global_step, sums, elapsed = _resume_meta(meta, ckpt, n_batches)
-        if epoch0 >= tcfg.epochs:
-            raise ValueError(f"{out} has already trained {epoch0} epoch(s) of {tcfg.epochs}; to train "
-                             f"more, resume with --epochs N for some N > {epoch0}")
-        log(f"resuming {out} at epoch {epoch0 + 1}, step {step0} (global step {global_step})")
-    else:
-        params = init_params(mcfg, seed=tcfg.seed, backend=tcfg.backend, dtype=tcfg.dtype)
-        opt_state, epoch0, step0, global_step, elapsed = {}, 0, 0, 0, 0.0
-        sums = [0.0, 0.0, 0.0, 0]
-    out.mkdir(parents=True, exist_ok=True)
-    _save_run_config(out, mcfg, tcfg)
-    rows = _read_metrics(out / "metrics.csv", before_epoch=epoch0 + 1)  # the completed epochs
-    _write_metrics(out / "metrics.csv", rows)
 
-    def kept():
-        return (f"the last good checkpoint is {ckpt}.npz/.json" if ckpt.with_suffix(".json").is_file()
-                else "no checkpoint had been written yet")
+    with RunLock(out):
+        if resume:
+            _, _, run_id = load_run(out)
+            params, _, opt_state, meta = load_checkpoint(ckpt, tcfg.backend, tcfg.dtype, expect=mcfg,
+                                                         run_id=run_id)
+            at = Progress.from_meta(meta, n_batches)
+            if at.epoch >= tcfg.epochs:
+                raise ValueError(f"{out} has already trained {at.epoch} epoch(s) of {tcfg.epochs}; to "
+                                 f"train more, resume with --epochs N for some N > {at.epoch}")
+            log(f"resuming {out} at epoch {at.epoch + 1}, step {at.step} (global step {at.global_step})")
+        else:
+            clear_for_new_run(out, overwrite)
+            params = init_params(mcfg, seed=tcfg.seed, backend=tcfg.backend, dtype=tcfg.dtype)
+            opt_state, at, run_id = {}, Progress(), new_run_id()
+        save_run_config(out, mcfg, tcfg, run_id, data_record(data))
+        rows = read_metrics(out / "metrics.csv", METRICS, before_epoch=at.epoch + 1, log=log)
+        write_metrics(out / "metrics.csv", METRICS, rows)  # only the epochs the checkpoint holds
+        status = _loop(params, opt_state, at, rows, x_train, x_test, mcfg, tcfg, out, run_id,
+                       progress, callback, log)
+    if status == "interrupted":
+        log(f"stopped by Ctrl-C; saved {ckpt}{SUFFIX}. Continue with: "
+            f"python -m minivae train --resume --out {out}")
+    last = {k: float(v) for k, v in rows[-1].items() if v != ""} if rows else {}
+    return {"status": status, "out": str(out), "global_step": at.global_step, "elapsed": at.elapsed,
+            "last": last, "params": params}
 
-    # Each step's [loss, recon, kl] stays on the device in `pending` until read_pending() copies
-    # them to the host in one transfer: every sync_every steps and before every checkpoint.
-    pending = []  # (epoch, step, global_step, batch size, (3,) device array)
 
-    def read_pending():
-        nonlocal sums
-        if not pending:
-            return
-        values = to_numpy(xp.stack([v for *_, v in pending]))                 # (n, 3)
-        bad = [i for i, row in enumerate(values) if not math.isfinite(row[0])]
-        if bad:
-            (epoch, step, g, _, _), value = pending[bad[0]], values[bad[0], 0]
-            later = (f", and at {len(bad) - 1} later step(s) up to step {pending[bad[-1]][1] + 1}"
-                     if len(bad) > 1 else "")
-            raise TrainingDiverged(
-                f"the loss became {value} at epoch {epoch + 1}, step {step + 1} (global step "
-                f"{g + 1}){later}; {kept()}. Try a smaller --lr, or float64.")
-        for (*_, B, _), (loss, recon, kl) in zip(pending, values):
-            sums = [sums[0] + float(loss) * B, sums[1] + float(recon) * B, sums[2] + float(kl) * B,
-                    sums[3] + B]
-        pending.clear()
+def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, out, run_id,
+          progress, callback, log) -> str:
+    """The training algorithm: for each epoch, for each minibatch: draw, forward, backward, update;
+    at the end of an epoch: evaluate, record, save. Returns "finished", "interrupted" or "max_steps".
+    Mid-epoch stops (Ctrl-C, max_steps) save where they are, so a resume continues there."""
+    from threadpoolctl import threadpool_limits
+    from tqdm import tqdm
 
-    def check_finite():
-        """Every loss so far, then the parameters: before anything is evaluated or saved."""
-        read_pending()
+    N, B = x_train.shape[0], tcfg.batch_size
+    n_batches = math.ceil(N / B)
+    losses, hyper, ckpt = DeferredLosses(tcfg.sync_every), tcfg.hyper(), out / "checkpoint"
+
+    def kept() -> str:
+        files = [p for p in checkpoint_files(ckpt) if p.exists()]
+        return f"the last good checkpoint is {files[0]}" if files else "no checkpoint had been written yet"
+
+    def guard() -> None:
+        """Every loss so far, then the parameters, must be finite before anything is evaluated or
+        saved: no checkpoint is ever written from a diverged model."""
+        losses.read(at, kept())
         if not _all_finite(params.values()):
-            raise TrainingDiverged(f"the parameters are no longer finite after global step {global_step} "
-                                   f"although every loss was; not saved; {kept()}. "
+            raise TrainingDiverged(f"the parameters are no longer finite after global step "
+                                   f"{at.global_step} although every loss was; not saved; {kept()}. "
                                    f"Try a smaller --lr, or float64.")
 
-    def checkpoint(epoch, step, stop):
-        meta = {"epoch": epoch, "step": step, "global_step": global_step, "sums": sums,
-                "elapsed": elapsed, "train": dataclasses.asdict(tcfg)}
+    def save(stop: _StopFlag) -> None:
+        """Write the checkpoint (after ``guard``); a second Ctrl-C cannot cut it in half."""
+        meta = {**dataclasses.asdict(at), "train": dataclasses.asdict(tcfg), "run_id": run_id}
         stop.saving = True
         try:
-            save_checkpoint(ckpt, params, mcfg, opt_state, meta)
+            save_checkpoint(ckpt, params, mcfg, opt_state, meta, keep=tcfg.keep)
         finally:
             stop.saving = False
 
-    def eval_test():
-        # x_test was checked once above, and check_finite() has just checked the parameters
-        stats = evaluate(params, x_test, mcfg, Generator((tcfg.seed, 3), tcfg.backend), validate=False)
-        return {"test_loss": -stats["elbo"], "test_recon": stats["recon"], "test_kl": stats["kl"],
-                "test_active_units": stats["active_units"]}
+    def stopping(stop: _StopFlag) -> str | None:
+        if stop.requested:
+            return "interrupted"
+        if tcfg.max_steps is not None and at.global_step >= tcfg.max_steps:
+            return "max_steps"
+        return None
 
-    from threadpoolctl import threadpool_limits
-    from tqdm import tqdm
-    status = "finished"
-    hyper = tcfg.hyper()
     with _StopFlag() as stop, threadpool_limits(limits=blas_threads(mcfg, tcfg), user_api="blas"):
-        for epoch in range(epoch0, tcfg.epochs):
+        for epoch in range(at.epoch, tcfg.epochs):
             perm = Generator((tcfg.seed, 0, epoch), "numpy").permutation(N)
-            start = time.perf_counter()
-            first = step0 if epoch == epoch0 else 0
+            first = at.step if epoch == at.epoch else 0
             if first == 0:
-                sums = [0.0, 0.0, 0.0, 0]
-            bar = tqdm(total=n_batches, initial=first, desc=f"epoch {epoch + 1}/{tcfg.epochs}",
-                       disable=not progress, leave=False, file=sys.stderr)
-            try:
+                at.sums = [0.0, 0.0, 0.0, 0]
+            start = time.perf_counter()
+            with tqdm(total=n_batches, initial=first, desc=f"epoch {epoch + 1}/{tcfg.epochs}",
+                      disable=not progress, leave=False, file=sys.stderr) as bar:
                 for step in range(first, n_batches):
                     xb = minibatch(x_train, perm, step, tcfg)
                     beta = kl_weight(mcfg, tcfg, epoch, step, n_batches)
                     step_cfg = mcfg if beta == mcfg.beta else dataclasses.replace(mcfg, beta=beta)
                     stats, grads = gradient(params, xb, step_cfg, tcfg, epoch, step)
                     optim.step(params, grads, opt_state, tcfg.optimizer, **hyper)
-                    pending.append((epoch, step, global_step, xb.shape[0], stats))
-                    global_step += 1
+                    due = losses.add(epoch, step, at.global_step, xb.shape[0], stats)
+                    at.global_step += 1
                     bar.update(1)
                     if callback is not None:
                         callback(epoch, step, stats)
-                    if len(pending) >= tcfg.sync_every:
-                        read_pending()
-                        bar.set_postfix_str(f"-ELBO {sums[0] / sums[3]:.3f}")
-                    hit_max = tcfg.max_steps is not None and global_step >= tcfg.max_steps
-                    if (stop.requested or hit_max) and step + 1 < n_batches:
-                        elapsed += time.perf_counter() - start
-                        check_finite()
-                        checkpoint(epoch, step + 1, stop)
-                        status = "interrupted" if stop.requested else "max_steps"
+                    if due:
+                        losses.read(at, kept())
+                        bar.set_postfix_str(f"-ELBO {at.mean(0):.3f}")
+                    if stopping(stop):
                         break
-                else:
-                    check_finite()
-                    seconds = time.perf_counter() - start
-                    elapsed += seconds
-                    row = {"epoch": epoch + 1, "step": global_step, "beta": beta, "train_loss": sums[0] / sums[3],
-                           "train_recon": sums[1] / sums[3], "train_kl": sums[2] / sums[3],
-                           **eval_test(), "seconds": seconds, "elapsed": elapsed}
-                    if not math.isfinite(row["test_loss"]):
-                        raise TrainingDiverged(
-                            f"the test -ELBO became {row['test_loss']} after epoch {epoch + 1} "
-                            f"(global step {global_step}); not saved; {kept()}. Try a smaller --lr.")
-                    rows.append(row)
-                    _write_metrics(out / "metrics.csv", rows)  # before the checkpoint: a resume
-                    checkpoint(epoch + 1, 0, stop)            # drops rows past the checkpoint
-                    log(f"epoch {epoch + 1:>4}  train -ELBO {row['train_loss']:.4f}  test -ELBO "
-                        f"{row['test_loss']:.4f} (recon {row['test_recon']:.4f}, KL {row['test_kl']:.4f})"
-                        f"  {seconds:.2f}s")
-                    if stop.requested or (tcfg.max_steps is not None and global_step >= tcfg.max_steps):
-                        status = "interrupted" if stop.requested else "max_steps"
-                        break
-                    continue
-                break
-            finally:
-                bar.close()
-    if status == "interrupted":
-        log(f"stopped by Ctrl-C; saved {ckpt}.npz/.json. Continue with: "
-            f"python -m minivae train --resume --out {out}")
-    last = {k: float(v) for k, v in rows[-1].items() if v != ""} if rows else {}
-    return {"status": status, "out": str(out), "global_step": global_step, "elapsed": elapsed,
-            "last": last, "params": params}
+            if step + 1 < n_batches:  # stopped mid-epoch: save the position, to resume there
+                at.epoch, at.step = epoch, step + 1
+                at.elapsed += time.perf_counter() - start
+                guard()
+                save(stop)
+                return stopping(stop)
+            guard()
+            seconds = time.perf_counter() - start
+            at.epoch, at.step, at.elapsed = epoch + 1, 0, at.elapsed + seconds
+            row = {"epoch": epoch + 1, "step": at.global_step, "beta": beta, "train_loss": at.mean(0),
+                   "train_recon": at.mean(1), "train_kl": at.mean(2),
+                   **_evaluate_test(params, x_test, mcfg, tcfg), "seconds": seconds, "elapsed": at.elapsed}
+            if not math.isfinite(row["test_loss"]):
+                raise TrainingDiverged(f"the test -ELBO became {row['test_loss']} after epoch {epoch + 1} "
+                                       f"(global step {at.global_step}); not saved; {kept()}. "
+                                       f"Try a smaller --lr.")
+            rows.append(row)
+            write_metrics(out / "metrics.csv", METRICS, rows)  # before the checkpoint: a resume
+            save(stop)                                         # drops rows past the checkpoint
+            log(f"epoch {epoch + 1:>4}  train -ELBO {row['train_loss']:.4f}  test -ELBO "
+                f"{row['test_loss']:.4f} (recon {row['test_recon']:.4f}, KL {row['test_kl']:.4f})"
+                f"  {seconds:.2f}s")
+            if stopping(stop):
+                return stopping(stop)
+    return "finished"
+
+
+def _evaluate_test(params, x_test, mcfg: VAEConfig, tcfg: TrainConfig) -> dict:
+    """The epoch's test-set columns. x_test was checked once, and the parameters just now."""
+    stats = evaluate(params, x_test, mcfg, Generator((tcfg.seed, 3), tcfg.backend), validate=False)
+    return {"test_loss": -stats["elbo"], "test_recon": stats["recon"], "test_kl": stats["kl"],
+            "test_active_units": stats["active_units"]}
+
+
+def load_run_config(out) -> tuple[VAEConfig, TrainConfig]:
+    """The configs of the run folder ``out``; ValueError if ``run.json`` is damaged."""
+    mcfg, tcfg, _ = load_run(out)
+    return mcfg, tcfg

@@ -42,8 +42,10 @@ class Tutorial:
         """Save ``fig`` as ``figures/name`` and close it; in a notebook the PNG then shows inline.
         (Returns nothing, so that a cell ending with it shows the figure and not a path.)"""
         import matplotlib.pyplot as plt
+
+        from .plots import save_figure
         path = self.figures / name
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        save_figure(fig, path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         self.show(path)  # the saved PNG itself, so it shows whatever matplotlib backend the kernel has
 
@@ -99,14 +101,14 @@ def copy_tutorials(target, force: bool = False) -> list[Path]:
     """Copy the tutorials and exercises into ``target``; refuses to overwrite unless ``force``.
 
     Raises ValueError naming the files that are already there (nothing is written then)."""
-    import shutil
+    from .files import write_atomic
     source, target = tutorials_source(), Path(target)
     files = tutorial_files(source)
     if not any(f.suffix == ".ipynb" for f in files):
         raise ValueError(f"no notebooks in {source}: the installation is incomplete")
     if target.exists() and not target.is_dir():
         raise ValueError(f"{target} is a file; give a folder to copy the tutorials into")
-    existing = [f for f in files if (target / f).exists()]
+    existing = [f for f in files if (target / f).exists() or (target / f).is_symlink()]
     if existing and not force:
         shown = ", ".join(str(f) for f in existing[:4]) + (" ..." if len(existing) > 4 else "")
         raise ValueError(f"{target} already has {len(existing)} of these files ({shown}); they may be your "
@@ -114,5 +116,5 @@ def copy_tutorials(target, force: bool = False) -> list[Path]:
                          f"overwrite them")
     for f in files:
         (target / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source / f, target / f)
+        write_atomic(target / f, (source / f).read_bytes())  # a link at the target is replaced, not followed
     return files

@@ -160,7 +160,7 @@ def test_cli_train_evaluate_sample(tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0, text
     assert f"run folder: {out.resolve()}" in text and "finished after 48 steps" in text
-    for name in ("metrics.csv", "checkpoint.npz", "checkpoint.json", "run.json", "reconstructions.png",
+    for name in ("metrics.csv", "checkpoint.safetensors", "run.json", "reconstructions.png",
                  "samples.png", "manifold.png", "latent.png", "curves.png"):
         assert (out / name).is_file(), name
     assert main(["evaluate", str(out), "--k", "20", "--limit", "40"]) == 0
@@ -288,7 +288,7 @@ def test_the_nan_guard_still_names_the_step_when_reads_are_batched(tmp_path, mon
     with pytest.raises(TrainingDiverged, match=r"loss became inf at epoch 1, step 6 \(global step 6\); "
                                               r"no checkpoint had been written yet"):
         train(MCFG, tcfg, tmp_path / "r", data=_small(n=160), progress=False, log=_quiet)
-    assert not (tmp_path / "r" / "checkpoint.npz").exists()
+    assert not (tmp_path / "r" / "checkpoint.safetensors").exists()
 
 
 # --- no checkpoint of a diverged model (issue: reliability) ----------------------------------------
@@ -304,7 +304,7 @@ def test_a_diverged_model_is_never_saved(tmp_path, optimizer, lr):
     with pytest.raises(TrainingDiverged, match="not saved|loss became"):
         train(cfg, TrainConfig(epochs=3, batch_size=200, optimizer=optimizer, lr=lr), out,
               data=data, progress=False, log=_quiet)
-    assert not (out / "checkpoint.npz").exists()
+    assert not (out / "checkpoint.safetensors").exists()
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -315,7 +315,7 @@ def test_non_finite_parameters_are_never_saved_even_with_a_finite_test_loss(tmp_
     with pytest.raises(TrainingDiverged, match=r"the parameters are no longer finite after global step 1 .*not saved"):
         train(cfg, TrainConfig(epochs=2, batch_size=200, optimizer="adam", lr=1e39), tmp_path / "r",
               data=_small(n=200), progress=False, log=_quiet)
-    assert not (tmp_path / "r" / "checkpoint.npz").exists()
+    assert not (tmp_path / "r" / "checkpoint.safetensors").exists()
 
 
 def test_kl_warmup_rises_linearly_to_beta_and_the_reported_elbo_keeps_weight_one(tmp_path, backend):

@@ -115,7 +115,7 @@ bars = data.make_bars(n=800, size=4, seed=0)
 cfg = VAEConfig(x_dim=16, hidden=(32,), z_dim=1, likelihood="bernoulli", init="uniform")
 run = train.train(cfg, train.TrainConfig(dataset="bars", epochs=20 if QUICK else 300, batch_size=50,
                                          lr=3e-3, dtype="float64", seed=0),
-                  FIGURES / "run", data=bars, progress=False, log=lambda *a: None)
+                  FIGURES / "run", data=bars, overwrite=True, progress=False, log=lambda *a: None)
 params = run["params"]
 print(f"trained: test -ELBO {run['last']['test_loss']:.4f} nats")
 

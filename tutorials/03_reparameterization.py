@@ -75,7 +75,7 @@ for S, pm, pv, sm, sv in rows:
 digits = data.load_digits()
 cfg = VAEConfig(x_dim=64, hidden=(64,), z_dim=8)
 run = train.train(cfg, train.TrainConfig(epochs=5 if QUICK else 60, batch_size=32, lr=3e-3, dtype="float64"),
-                  FIGURES / "run", data=digits, progress=False, log=lambda *a: None)
+                  FIGURES / "run", data=digits, overwrite=True, progress=False, log=lambda *a: None)
 params = run["params"]
 x = digits.x_test[:1].astype(np.float64)
 m, lv = (t[0] for t in minivae.encode(params, x, cfg))

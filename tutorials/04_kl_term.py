@@ -156,7 +156,7 @@ for beta in (0.5, 1.0, 4.0):
         cfg_b = VAEConfig(x_dim=64, hidden=(256,), z_dim=2, beta=beta)
         out = FIGURES / f"collapse-beta{beta}-warmup{warmup}"
         train.train(cfg_b, train.TrainConfig(epochs=epochs, batch_size=32, kl_warmup=warmup, seed=0), out,
-                    data=digits, progress=False, log=lambda *a: None)
+                    data=digits, overwrite=True, progress=False, log=lambda *a: None)
         rows = list(csv.DictReader(open(out / "metrics.csv")))
         kl = np.array([float(r["test_kl"]) for r in rows])
         active = [int(float(r["test_active_units"])) for r in rows]

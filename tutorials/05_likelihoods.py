@@ -161,7 +161,7 @@ for name, kw in modes.items():
     cfg = VAEConfig(x_dim=64, hidden=(128,), z_dim=8, **kw)
     tcfg = train.TrainConfig(epochs=epochs, batch_size=32, seed=0, binarize=binarized.get(name, "none"))
     run = train.train(cfg, tcfg, FIGURES / name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", ""),
-                      data=dq, progress=False, log=lambda *a: None)
+                      data=dq, overwrite=True, progress=False, log=lambda *a: None)
     p = run["params"]
     xt = train.prepare_data(dq, tcfg)[1]  # the test images this model is scored on (binarized for those two)
     ev = bounds.evaluate(p, xt, cfg, Generator(0), k=100)

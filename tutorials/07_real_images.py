@@ -55,7 +55,7 @@ for z in sizes:
     cfg = VAEConfig(x_dim=ds.x_dim, hidden=hidden, z_dim=z)
     out = FIGURES / f"z{z}"
     tcfg = train.TrainConfig(epochs=epochs, batch_size=batch, seed=0, binarize="dynamic")
-    result = train.train(cfg, tcfg, out, data=ds, progress=False, log=lambda *a: None)
+    result = train.train(cfg, tcfg, out, data=ds, overwrite=True, progress=False, log=lambda *a: None)
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     runs[z] = dict(cfg=cfg, params=result["params"], rows=rows, seconds=result["elapsed"])
     print(f"z = {z:>2}: test -ELBO {float(rows[-1]['test_loss']):8.3f} nats after "
