@@ -11,10 +11,11 @@ from pathlib import Path
 from . import __version__
 
 BACKEND_CHOICES = ["numpy", "cupy", "strict", "auto"]
+MAX_K = 1_000_000  # evaluate --k: L_5000 is the field's standard
 
 
-def _integer(low: int):
-    """An argparse type: an integer >= ``low``."""
+def _integer(low: int, high: int | None = None, why: str = ""):
+    """An argparse type: an integer >= ``low`` (and <= ``high``, for the reason ``why``)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -22,6 +23,8 @@ def _integer(low: int):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"expected an integer <= {high:,} ({why}), got {value:,}")
         return value
     parse.__name__ = f"integer >= {low}"
     return parse
@@ -239,7 +242,8 @@ def cmd_evaluate(args) -> int:
     # the ELBO with training's own draws (so it is the number training printed last), the
     # importance samples with --seed
     stats = evaluate(params, x, mcfg, Generator((tcfg.seed, 3), backend), k=args.k,
-                     batch_size=args.batch_size, iwae_rng=Generator((args.seed, 4), backend))
+                     batch_size=args.batch_size, iwae_rng=Generator((args.seed, 4), backend),
+                     progress=sys.stderr.isatty() or args.k > 10_000)
     stats["seconds"] = time.perf_counter() - t0
     density = likelihood_is_density(mcfg, x)
     stats.update(n_examples=int(x.shape[0]), k=args.k, seed=args.seed, backend=backend,
@@ -385,7 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="test ELBO, importance-weighted bound, active units")
     e.add_argument("run_dir")
-    e.add_argument("--k", type=count, default=5000, help="importance samples (0: ELBO only)")
+    e.add_argument("--k", type=_integer(0, MAX_K, "past that L_k moves by less than its own noise, "
+                                         "and one example costs minutes"),
+                   default=5000, help=f"importance samples (0: ELBO only; at most {MAX_K:,})")
     e.add_argument("--batch-size", type=positive, default=100)
     e.add_argument("--limit", type=positive, default=None, help="evaluate the first N test examples only")
     e.add_argument("--seed", type=count, default=0, help="seed of the importance samples (the ELBO "

@@ -15,6 +15,7 @@ in nats, and runs on any backend; the random draws come from a ``backend.Generat
 from __future__ import annotations
 
 import math
+import sys
 
 from .backend import dtype_name, namespace_of
 from .distributions import gaussian_kl_forward, gaussian_log_prob_forward, reparameterize_forward
@@ -102,13 +103,14 @@ def likelihood_is_density(cfg, x) -> bool:
 
 
 def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int = 100,
-             iwae_rng=None, validate: bool = True) -> dict:
+             iwae_rng=None, validate: bool = True, progress: bool = False) -> dict:
     """Average bounds over a data set x (N, D): ELBO, recon, KL, active units, and L_k if k > 0.
 
     The ELBO's draws come from ``rng``, the importance samples from ``iwae_rng`` (default: ``rng``),
     so an ELBO computed with and without L_k from the same ``rng`` is the same number. The draws do
     not depend on ``batch_size``. Checks params and x once (ValueError), then runs every batch
     unchecked; ``validate=False`` skips that check (for a training loop that made it already).
+    ``progress`` shows a bar over the examples (L_k with a large k takes a while).
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"k: expected 0 (ELBO only) or a positive number of importance samples, got {k!r}")
@@ -120,6 +122,9 @@ def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int 
     if k:
         totals[f"iwae_{k}"] = 0.0
     mus = []
+    from tqdm import tqdm
+    bar = tqdm(total=N, desc=f"ELBO{f' and L_{k}' if k else ''}", unit="ex", disable=not progress,
+               leave=False, file=sys.stderr)
     for start in range(0, N, batch_size):
         xb = x[start:min(start + batch_size, N), ...]
         q = encode(params, xb, cfg, validate=False)
@@ -130,6 +135,8 @@ def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int 
         if k:
             totals[f"iwae_{k}"] += float(xp.sum(iwae_bound(params, xb, cfg, k, iwae_rng or rng, chunk, q)))
         mus.append(q[0])
+        bar.update(xb.shape[0])
+    bar.close()
     out = {name: value / N for name, value in totals.items()}
     out["active_units"], _ = active_units(xp.concat(mus, axis=0))
     return out

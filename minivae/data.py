@@ -22,9 +22,12 @@ import hashlib
 import http.client
 import math
 import os
+import re
+import socket
 import struct
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -48,13 +51,14 @@ MAX_IDX_BYTES = 1 << 31  # 2 GiB: 45x the largest IDX file minivae knows (MNIST'
 MAX_IDX_DIMS = 16
 
 
-def read_idx(path, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+def read_idx(path, max_bytes: int = MAX_IDX_BYTES, shape: tuple | None = None) -> np.ndarray:
     """Read an IDX file (gzipped when its name ends in .gz) into an array, checking it whole.
 
     The header is two zero bytes, a type code, the number of dimensions, then each dimension as a
     big-endian uint32; the payload must hold exactly the product of the dimensions. The header is
     read first and then exactly the payload it declares (at most ``max_bytes``), so a file that
     decompresses to far more than it declares (a gzip bomb) costs no more memory than an honest one.
+    With ``shape``, the declared dimensions must be exactly that, checked before any data is read.
     Anything wrong raises ``DataError`` naming the file and the problem.
     """
     path = Path(path)
@@ -77,6 +81,9 @@ def read_idx(path, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
                 raise DataError(f"{path}: header announces {ndim} dimensions but the file ends after "
                                 f"{4 + len(raw_dims)} bytes (truncated)")
             dims = struct.unpack(f">{ndim}I", raw_dims)
+            if shape is not None and dims != tuple(shape):
+                raise DataError(f"{path}: declares dimensions {dims}, this data set's file has {tuple(shape)}; "
+                                f"not the expected file: delete it and fetch it again")
             dtype = np.dtype(_IDX_DTYPES[code])
             expected = math.prod(dims) * dtype.itemsize  # a Python int: no overflow
             # a zero dimension makes the file empty, but NumPy still refuses a shape whose other
@@ -217,26 +224,96 @@ def sha256_of(path) -> str:
 DOWNLOAD_DEADLINE = 600.0  # seconds for one file, start to end, however the server trickles
 
 
+class _Deadline:
+    """Ends one download's whole exchange (status line, headers, redirects, body) when ``seconds``
+    have passed, wherever it waits: a timer shuts down every connection the download opened. A
+    per-read ``timeout`` alone never fires against a server that sends one byte at a time."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.expired, self._sockets = seconds, False, []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._lock = threading.Lock()
+
+    def _expire(self):
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def track(self, sock):
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def opener(self):
+        """A urllib opener whose connections (redirects too) are tracked by this deadline."""
+        deadline = self
+
+        def tracked(base):
+            class Connection(base):
+                def connect(self):
+                    super().connect()
+                    deadline.track(self.sock)
+            return Connection
+
+        class HTTP(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(tracked(http.client.HTTPConnection), req)
+
+        class HTTPS(urllib.request.HTTPSHandler):
+            def https_open(self, req):
+                return self.do_open(tracked(http.client.HTTPSConnection), req, context=self._context)
+
+        return urllib.request.build_opener(HTTP, HTTPS)
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._timer.cancel()
+
+
+def _remove_stale_parts(folder: Path, name: str) -> None:
+    """Remove ``name``'s partial downloads whose process is gone (a download killed with -9)."""
+    from .files import _alive
+    for part in folder.glob(f"{name}.*.part"):
+        pid = re.match(rf"{re.escape(name)}\.(\d+)\.", part.name)
+        if pid is None or not _alive(int(pid[1])):
+            part.unlink(missing_ok=True)
+
+
 def download(url: str, dest, sha256: str, progress: bool = True, timeout: float = 30.0,
              max_bytes: int | None = None, deadline: float = DOWNLOAD_DEADLINE) -> Path:
     """Download ``url`` to ``dest`` through a fresh ``.part`` file, renamed only after the SHA-256 matches.
 
-    ``timeout`` bounds each network wait, ``deadline`` the whole download, ``max_bytes`` its size.
-    Any failure (network, protocol, size, time, checksum) deletes the partial file and raises
-    ``DataError`` saying what went wrong.
+    ``timeout`` bounds each network wait, ``deadline`` the whole exchange, ``max_bytes`` its size.
+    Any failure (network, protocol, size, time, checksum, a destination that cannot be written)
+    deletes the partial file and raises ``DataError`` saying what went wrong.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    part = None
+    if dest.is_dir():
+        raise DataError(f"cannot download {url} to {dest}: that is a folder; remove it or choose "
+                        f"another data folder")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot download {url} into {dest.parent}: {e}") from None
+    _remove_stale_parts(dest.parent, dest.name)
+    part, clock = None, None
+    try:
+        with _Deadline(deadline) as clock, clock.opener().open(url, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length else None
             if total is not None and (total < 0 or (max_bytes and total > max_bytes)):
                 raise DataError(f"{url}: the server announces {total:,} bytes; no file of this data set "
                                 f"has more than {max_bytes:,}: not the expected file")
-            fd, part = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+            fd, part = tempfile.mkstemp(dir=dest.parent, prefix=f"{dest.name}.{os.getpid()}.", suffix=".part")
             h, n = hashlib.sha256(), 0
             with os.fdopen(fd, "wb") as out, _progress_bar(total, dest.name, progress) as bar:
                 while chunk := response.read1(1 << 16):
@@ -244,29 +321,29 @@ def download(url: str, dest, sha256: str, progress: bool = True, timeout: float 
                     if max_bytes and n > max_bytes:
                         raise DataError(f"{url}: more than {max_bytes:,} bytes, larger than any file of "
                                         f"this data set: not the expected file")
-                    if time.monotonic() - start > deadline:
-                        raise DataError(f"{url}: not complete after {deadline:g} s ({n:,} bytes); the "
-                                        f"server is too slow")
                     out.write(chunk)
                     h.update(chunk)
                     bar.update(len(chunk))
+            if clock.expired:
+                raise OSError("deadline")
             if total is not None and n != total:
                 raise DataError(f"{url}: the connection closed after {n:,} of {total:,} bytes")
+        if h.hexdigest() != sha256:
+            raise DataError(f"{url}: checksum mismatch (sha256 {h.hexdigest()}, expected {sha256}); "
+                            f"the download is corrupt or the mirror changed the file; nothing was kept")
+        os.replace(part, dest)
+        return dest
     except DataError:
         _discard(part)
         raise
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         _discard(part)
+        if clock is not None and clock.expired:
+            raise DataError(f"{url}: not complete after {deadline:g} s; the server is too slow") from None
         raise DataError(f"could not download {url}: {type(e).__name__}: {getattr(e, 'reason', e)}") from None
     except BaseException:
         _discard(part)
         raise
-    if h.hexdigest() != sha256:
-        _discard(part)
-        raise DataError(f"{url}: checksum mismatch (sha256 {h.hexdigest()}, expected {sha256}); "
-                        f"the download is corrupt or the mirror changed the file; nothing was kept")
-    os.replace(part, dest)
-    return dest
 
 
 def _discard(part) -> None:
@@ -334,15 +411,11 @@ def load_idx_dataset(name: str, data_dir=None, progress: bool = True) -> Dataset
     """MNIST or Fashion-MNIST, 60k/10k, pixels scaled to [0, 1]."""
     source = _source(name)
     paths = fetch(name, data_dir, progress)
-    arrays = {role: read_idx(p) for role, p in paths.items()}
-    for split, n in (("train", source.n_train), ("test", source.n_test)):
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if images.shape != (n, *source.image_shape):
-            raise DataError(f"{paths[f'{split}_images']}: expected images of shape "
-                            f"{(n, *source.image_shape)}, got {images.shape}")
-        if labels.shape != (images.shape[0],):
-            raise DataError(f"{paths[f'{split}_labels']}: {labels.shape[0] if labels.ndim else 0} "
-                            f"labels for {images.shape[0]} images in {paths[f'{split}_images']}")
+    arrays = {}
+    for role, p in paths.items():  # the shape each file must declare, checked before its data is read
+        n = source.n_train if role.startswith("train") else source.n_test
+        shape = (n, *source.image_shape) if role.endswith("images") else (n,)
+        arrays[role] = read_idx(p, max_bytes=math.prod(shape), shape=shape)
     flat = {k: np.divide(v.reshape(len(v), -1), np.float32(255.0), dtype=np.float32)  # one copy
             for k, v in arrays.items() if k.endswith("images")}
     return Dataset(name, flat["train_images"], arrays["train_labels"].astype(np.int64),

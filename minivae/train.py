@@ -37,6 +37,7 @@ from .backend import Generator, from_numpy, namespace_of, resolve, to_numpy
 from .bounds import evaluate
 from .checkpoint import SUFFIX, CheckpointError, checkpoint_files, load_checkpoint, save_checkpoint
 from .config import VAEConfig
+from .memory import batch_bytes, itemsize, n_parameters, require
 from .data import BINARIZE, DATASETS, Dataset, binarize_dynamic, binarize_static, load_dataset
 from .run import (RunLock, clear_for_new_run, load_run, new_run_id, read_metrics, save_run_config,
                   write_metrics)
@@ -317,6 +318,10 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
     if data.x_dim != mcfg.x_dim:
         raise ValueError(f"x_dim: the model has x_dim={mcfg.x_dim} but data set {data.name!r} has "
                          f"{data.x_dim} pixels per example")
+    size = itemsize(tcfg.dtype)  # parameters, gradients, two optimizer states; a batch; the data
+    require(4 * n_parameters(mcfg) * size + batch_bytes(mcfg, tcfg.batch_size, mcfg.n_samples, size)
+            + 2 * (data.x_train.size + data.x_test.size) * size, "training this model",
+            "choose a smaller --batch-size, --n-samples or --hidden")
     x_train_host, x_test_host = prepare_data(data, tcfg)
     x_train = from_numpy(x_train_host, tcfg.backend, tcfg.dtype)
     x_test = from_numpy(x_test_host, tcfg.backend, tcfg.dtype)

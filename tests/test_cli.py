@@ -210,3 +210,48 @@ def test_evaluate_reports_the_elbo_training_printed_last(run, capsys):
         text = capsys.readouterr().out
         elbo = float(text.split("ELBO")[1].split()[0])
         assert elbo == pytest.approx(-last, abs=2e-4), text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--hidden", "100000000", "--epochs", "1"], "training this model needs about"),
+    (["train", "--z-dim", "1000000000", "--epochs", "1"], "training this model needs about"),
+    (["train", "--n-samples", "1000000000", "--epochs", "1"], "choose a smaller --batch-size, --n-samples"),
+    (["gradcheck", "--n-samples", "1000000000"], "this gradient check needs about"),
+    (["sample", "RUN", "--n", "1000000000"], "drawing 1,000,000,000 samples needs about"),
+    (["evaluate", "RUN", "--k", "1000000000"], "--k: expected an integer <= 1,000,000"),
+])
+def test_sizes_that_cannot_fit_are_refused_before_allocating(run, argv, message, capsys):
+    import resource
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    argv = [str(run) if a == "RUN" else a for a in argv]
+    code = None
+    try:
+        code = main(argv + (["--no-progress"] if argv[0] == "train" else []))
+    except SystemExit as e:  # argparse
+        code = e.code
+    assert code == 2
+    err = _error(capsys)
+    assert message in err.strip().splitlines()[-1], err  # one line (argparse puts its usage above)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # kB: nothing big allocated
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3, 4, 5, 6])
+def test_a_disk_that_fills_at_any_write_leaves_no_temporary(tmp_path, capsys, monkeypatch, fail_at):
+    import errno
+    out = tmp_path / "r"
+    real_fdopen, calls = os.fdopen, []
+
+    def filling(*a, **k):
+        f = real_fdopen(*a, **k)
+        calls.append(1)
+        if len(calls) == fail_at:
+            def full(data):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            f.write = full
+        return f
+
+    monkeypatch.setattr(os, "fdopen", filling)
+    code = main(["train", "--epochs", "2", "--out", str(out), *SMALL])
+    monkeypatch.setattr(os, "fdopen", real_fdopen)
+    assert code == 2 and "No space left on device" in _error(capsys)
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp") or p.name.endswith(".part")]

@@ -3,6 +3,7 @@ the lookup order, binarization and the bundled data sets. No test touches the in
 
 import hashlib
 import http.server
+import os
 import threading
 from pathlib import Path
 
@@ -191,14 +192,16 @@ def test_raw_uncompressed_files_are_found(tiny_source, tmp_path):
 def test_labels_that_do_not_match_images(tiny_source, tmp_path):
     mine = tmp_path / "mismatch"
     _make_files(mine, bad_labels=True)
-    with pytest.raises(DataError, match="7 labels for 6 images"):
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte.gz: declares dimensions \(7,\), this "
+                                        r"data set's file has \(6,\)"):
         data.load_idx_dataset("tiny", data_dir=mine, progress=False)
 
 
 def test_wrong_image_count(tiny_source, tmp_path):
     mine = tmp_path / "short"
     _make_files(mine, n_train=5)
-    with pytest.raises(DataError, match=r"expected images of shape \(6, 28, 28\), got \(5, 28, 28\)"):
+    with pytest.raises(DataError, match=r"declares dimensions \(5, 28, 28\), this data set's file has "
+                                        r"\(6, 28, 28\)"):
         data.load_idx_dataset("tiny", data_dir=mine, progress=False)
 
 
@@ -344,6 +347,22 @@ class _FaultyServer:
                 w.write(ok + b"\r\n")
                 for _ in range(128):
                     w.write(bytes(1 << 16))
+            elif fault == "dripstatus":  # the status line itself, one byte every 0.25 s (10 s at most)
+                for byte in (ok * 3)[:40]:
+                    w.write(bytes([byte]))
+                    w.flush()
+                    time.sleep(0.25)
+            elif fault == "continue":  # "100 Continue" every 0.1 s, for 10 s at most
+                for _ in range(100):
+                    w.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    w.flush()
+                    time.sleep(0.1)
+            elif fault.startswith("redirect"):  # 0.5 s, then a redirect to the next of 10
+                hops = int(fault[len("redirect"):] or 10)
+                time.sleep(0.5)
+                target = f"/redirect{hops - 1}/{name}" if hops > 1 else f"/good/{name}"
+                w.write(b"HTTP/1.1 302 Found\r\nConnection: close\r\nContent-Length: 0\r\n"
+                        + f"Location: {target}\r\n\r\n".encode())
             elif fault == "slow":  # one byte every 0.1 s, for 6 s at most
                 w.write(ok + b"Content-Length: 60\r\n\r\n")
                 for _ in range(60):
@@ -406,3 +425,61 @@ def test_a_download_is_capped_at_the_data_sets_largest_file(faulty, tmp_path):
         data.download(server.url + f"endless/{name}", tmp_path / name, sha, progress=False,
                       max_bytes=1 << 20)
     assert not list(tmp_path.glob("*.part"))
+
+
+@pytest.mark.parametrize("fault", ["slow", "dripstatus", "continue", "redirect"])
+def test_the_deadline_covers_the_whole_exchange(faulty, tmp_path, fault):
+    """Status line, headers, 100 Continue and redirects count against the deadline, not just the body."""
+    import time
+    source, server = faulty
+    name, sha = source.files["test_labels"]
+    t0 = time.monotonic()
+    with pytest.raises(DataError, match=r"not complete after 1 s"):
+        data.download(server.url + f"{fault}/{name}", tmp_path / name, sha, progress=False, timeout=3,
+                      deadline=1.0)
+    assert time.monotonic() - t0 < 2.5
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_a_destination_that_cannot_be_a_file_is_a_data_error(faulty, tmp_path):
+    source, server = faulty
+    name, sha = source.files["test_labels"]
+    (tmp_path / name).mkdir()
+    with pytest.raises(DataError, match="that is a folder"):
+        data.download(server.url + f"good/{name}", tmp_path / name, sha, progress=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="cannot download .* into"):
+        data.download(server.url + f"good/{name}", tmp_path / "file" / name, sha, progress=False)
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_parts_left_by_killed_downloads_are_removed_on_the_next_fetch(faulty, tmp_path):
+    import subprocess
+    source, server = faulty
+    name, sha = source.files["test_labels"]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = [tmp_path / f"{name}.{dead.pid}.abc.part", tmp_path / f"{name}.xyz.part"]
+    live = tmp_path / f"{name}.{os.getpid()}.def.part"  # a download in progress in a live process
+    for p in (*stale, live):
+        p.write_bytes(b"x" * 1000)
+    data.download(server.url + f"good/{name}", tmp_path / name, sha, progress=False)
+    assert not any(p.exists() for p in stale) and live.exists()
+
+
+def test_the_loader_checks_each_files_declared_shape_before_reading_it(tiny_source, tmp_path):
+    """A 261 kB file that declares 256 MiB of images is refused from its 16-byte header."""
+    import gzip
+    import struct
+    import tracemalloc
+    mine = tmp_path / "big"
+    _make_files(mine)
+    header = struct.pack(">HBB", 0, 0x08, 3) + struct.pack(">3I", 342_000, 28, 28)
+    with gzip.open(mine / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(header + bytes(1 << 26))
+    tracemalloc.start()
+    with pytest.raises(DataError, match=r"declares dimensions \(342000, 28, 28\)"):
+        data.load_idx_dataset("tiny", data_dir=mine, progress=False)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 5_000_000, peak
