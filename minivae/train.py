@@ -332,19 +332,7 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
     ckpt = out / "checkpoint"
 
     with RunLock(out):
-        if resume:
-            _, _, run_id = load_run(out)
-            params, _, opt_state, meta = load_checkpoint(ckpt, tcfg.backend, tcfg.dtype, expect=mcfg,
-                                                         run_id=run_id)
-            at = Progress.from_meta(meta, n_batches)
-            if at.epoch >= tcfg.epochs:
-                raise ValueError(f"{out} has already trained {at.epoch} epoch(s) of {tcfg.epochs}; to "
-                                 f"train more, resume with --epochs N for some N > {at.epoch}")
-            log(f"resuming {out} at epoch {at.epoch + 1}, step {at.step} (global step {at.global_step})")
-        else:
-            clear_for_new_run(out, overwrite)
-            params = init_params(mcfg, seed=tcfg.seed, backend=tcfg.backend, dtype=tcfg.dtype)
-            opt_state, at, run_id = {}, Progress(), new_run_id()
+        params, opt_state, at, run_id = _start(out, mcfg, tcfg, resume, overwrite, n_batches, log)
         save_run_config(out, mcfg, tcfg, run_id, data_record(data))
         rows = read_metrics(out / "metrics.csv", METRICS, before_epoch=at.epoch + 1, log=log)
         write_metrics(out / "metrics.csv", METRICS, rows)  # only the epochs the checkpoint holds
@@ -356,6 +344,28 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
     last = {k: float(v) for k, v in rows[-1].items() if v != ""} if rows else {}
     return {"status": status, "out": str(out), "global_step": at.global_step, "elapsed": at.elapsed,
             "last": last, "params": params}
+
+
+def _start(out: Path, mcfg, tcfg, resume: bool, overwrite: bool, n_batches: int, log):
+    """``(params, opt_state, progress, run_id)`` to start from: the run's newest checkpoint
+    (``resume``), or fresh parameters for a new run, or for a resumed one killed before it saved."""
+    ckpt = out / "checkpoint"
+    if resume:
+        _, _, run_id = load_run(out)
+        if any(p.exists() for p in checkpoint_files(ckpt)) or ckpt.with_suffix(".npz").exists():
+            params, _, opt_state, meta = load_checkpoint(ckpt, tcfg.backend, tcfg.dtype, expect=mcfg,
+                                                         run_id=run_id)
+            at = Progress.from_meta(meta, n_batches)
+            if at.epoch >= tcfg.epochs:
+                raise ValueError(f"{out} has already trained {at.epoch} epoch(s) of {tcfg.epochs}; to "
+                                 f"train more, resume with --epochs N for some N > {at.epoch}")
+            log(f"resuming {out} at epoch {at.epoch + 1}, step {at.step} (global step {at.global_step})")
+            return params, opt_state, at, run_id
+        log(f"{out} was stopped before its first checkpoint: starting it from the beginning")
+    else:
+        clear_for_new_run(out, overwrite)
+        run_id = new_run_id()
+    return init_params(mcfg, seed=tcfg.seed, backend=tcfg.backend, dtype=tcfg.dtype), {}, Progress(), run_id
 
 
 def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, out, run_id,

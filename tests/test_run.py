@@ -232,3 +232,15 @@ def test_reading_a_run_while_it_trains_never_fails(tmp_path):
         trainer.kill()
         trainer.wait()
     assert trainer.returncode == 0 and loads > 100 and len(epochs) > 20, (loads, len(epochs))
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(run, tmp_path, capsys):
+    from minivae.checkpoint import load_checkpoint
+    copy = _copy(run, tmp_path)
+    for f in checkpoint_files(copy):
+        f.unlink(missing_ok=True)
+    (copy / "metrics.csv").write_text("epoch\n")
+    assert main(["train", "--resume", "--out", str(copy)]) == 0
+    assert "stopped before its first checkpoint: starting it from the beginning" in capsys.readouterr().out
+    mine, theirs = load_checkpoint(copy)[0], load_checkpoint(run)[0]
+    assert all((mine[k] == theirs[k]).all() for k in theirs)  # the run it would have been
