@@ -34,12 +34,15 @@ def synchronize(backend):
 
 
 def minivae_epoch(params, state, x_dev, batch, epoch, backend, steps):
+    """An epoch as minivae's trainer runs it: the permutation copied to the device once, one
+    generator rekeyed per step, Adam over one flat buffer."""
     tcfg = TrainConfig(batch_size=batch, backend=backend)
-    perm = Generator((0, 0, epoch)).permutation(x_dev.shape[0])
+    perm = B.from_numpy(Generator((0, 0, epoch)).permutation(x_dev.shape[0]), backend)
+    rng, optimizer = Generator((0, 1), backend), optim.Flat(params, state, "adam")
     for step in range(steps):
         xb = minibatch(x_dev, perm, step, tcfg)
-        _, grads = gradient(params, xb, MODEL, tcfg, epoch, step)
-        optim.step(params, grads, state, "adam", lr=1e-3)
+        _, grads = gradient(params, xb, MODEL, tcfg, epoch, step, rng)
+        optimizer.step(grads, lr=1e-3)
     synchronize(backend)
 
 

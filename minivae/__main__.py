@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .config import LIKELIHOOD_MODES
 
 BACKEND_CHOICES = ["numpy", "cupy", "strict", "auto"]
 MAX_K = 1_000_000  # evaluate --k: L_5000 is the field's standard
@@ -66,15 +67,6 @@ def _hidden(text: str) -> tuple[int, ...]:
     if any(w < 1 for w in widths):
         raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
     return widths
-
-
-LIKELIHOOD_MODES = {
-    "bernoulli": ("bernoulli", "fixed"),
-    "continuous_bernoulli": ("continuous_bernoulli", "fixed"),
-    "gaussian": ("gaussian", "fixed"),
-    "gaussian_shared": ("gaussian", "shared"),
-    "gaussian_per_pixel": ("gaussian", "per_pixel"),
-}
 
 
 def cmd_gradcheck(args) -> int:

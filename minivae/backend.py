@@ -29,6 +29,10 @@ class BackendUnavailable(RuntimeError):
     """The requested backend cannot run on this machine (e.g. CuPy without a CUDA device)."""
 
 
+class BackendBroken(BackendUnavailable):
+    """CuPy sees a CUDA device but cannot run on it (a CUDA library is missing, say): a broken setup."""
+
+
 def _check_backend(backend: str) -> str:
     """The backend's name, with ``"auto"`` resolved; raises ValueError for an unknown name."""
     if backend == AUTO:
@@ -41,8 +45,10 @@ def _check_backend(backend: str) -> str:
 def cupy_status() -> tuple[bool, str]:
     """``(usable, why)``: whether CuPy can run on a CUDA device here, and a one-line reason.
 
-    ``why`` names what is missing: the package, the driver, or a device; or, when usable, the
-    device and the CuPy version. Never raises.
+    Usable means more than a device count: an elementwise kernel (compiled by NVRTC), a matrix
+    product (cuBLAS) and a random draw (cuRAND) have run. ``why`` names what is missing: the
+    package, the driver, a device, or the library a probe needed; or, when usable, the device and
+    the CuPy version. Never raises; the probes run once per process.
     """
     try:
         _cupy()
@@ -61,13 +67,17 @@ def resolve(backend: str) -> str:
     return "cupy" if cupy_status()[0] else "numpy"
 
 
+_CUPY_PROBED = {}  # id(module) -> (module, None if it runs, else the BackendBroken it raised)
+
+
 def _cupy():
     try:
         import cupy
     except ImportError as e:  # pragma: no cover - depends on the machine
         raise BackendUnavailable(
             "backend 'cupy' needs CuPy, which is not installed: `pip install -e .[gpu]` "
-            "(cupy-cuda12x) on a machine with a CUDA GPU, or use backend='numpy' or 'strict'"
+            "(cupy-cuda12x with the CUDA libraries) on a machine with a CUDA GPU, or use "
+            "backend='numpy' or 'strict'"
         ) from e
     try:
         n = cupy.cuda.runtime.getDeviceCount()
@@ -80,7 +90,40 @@ def _cupy():
         ) from e
     if n == 0:  # pragma: no cover
         raise BackendUnavailable("backend 'cupy': the CUDA driver sees no device; use 'numpy' or 'strict'")
+    if id(cupy) not in _CUPY_PROBED:
+        _CUPY_PROBED[id(cupy)] = (cupy, _probe_cupy(cupy))
+    broken = _CUPY_PROBED[id(cupy)][1]
+    if broken is not None:
+        raise broken
     return cupy
+
+
+def _probe_cupy(cupy) -> BackendBroken | None:
+    """Run what training needs once: None if it all runs, else the BackendBroken saying what failed.
+    A device count alone does not tell: CuPy's wheel without the CUDA libraries sees the device and
+    then fails at the first kernel ("Failure finding libcurand.so")."""
+    probes = [("an elementwise kernel (NVRTC)", lambda: float((cupy.arange(3.0) + 1).sum())),
+              ("a matrix product (cuBLAS)", lambda: float((cupy.ones((4, 4)) @ cupy.ones((4, 4)))[0, 0])),
+              ("a random draw (cuRAND)", lambda: float(_cupy_generator(cupy, 1).standard_normal((2,)).sum()))]
+    for what, run in probes:
+        try:
+            run()
+        except Exception as e:  # noqa: BLE001 - whatever CUDA raises, it is the reason
+            return BackendBroken(
+                f"backend 'cupy': CuPy {cupy.__version__} sees a CUDA device but cannot run {what} "
+                f"({type(e).__name__}: {str(e)[:160]}); install the CUDA libraries with "
+                f"`pip install 'cupy-cuda12x[ctk]'` (the gpu extra does), or use backend='numpy'")
+    return None
+
+
+_CURAND_PHILOX = 161  # CURAND_RNG_PSEUDO_PHILOX4_32_10 in curand.h (CuPy's curand module needs
+                     # libcurand just to import, so the constant is written out)
+
+
+def _cupy_generator(cupy, seed: int):
+    """CuPy's generator on cuRAND's counter-based Philox4x32-10, whose reseeding only sets a key
+    and an offset: no device memory, no kernel, no sync (XORWOW, the default, reinitialises its state)."""
+    return cupy.random.RandomState(seed, method=_CURAND_PHILOX)
 
 
 def _strict():
@@ -193,24 +236,43 @@ def to_backend(x, backend: str, dtype: str | None = None):
     return from_numpy(to_numpy(x), backend, dtype)
 
 
-class Generator:
-    """Seeded random numbers on a backend's device.
+def _key(seed) -> np.random.SeedSequence:
+    return np.random.SeedSequence(list(seed) if isinstance(seed, (tuple, list)) else seed)
 
-    NumPy uses ``numpy.random.default_rng``, CuPy ``cupy.random.RandomState``, and strict draws with
-    NumPy on the host and copies the result onto its device. ``seed`` may be an int or a tuple of
-    ints (``(seed, epoch, step)``): training keys every step's draws this way so a resumed run draws
-    exactly what an uninterrupted one would have.
+
+class Generator:
+    """Seeded random numbers on a backend's device, re-keyable.
+
+    ``seed`` may be an int or a tuple of ints such as ``(seed, epoch, step)``. ``rekey(key)``
+    restarts the stream at another key without making a new device generator: training keeps one
+    Generator per run and rekeys it every step by (seed, 1, epoch, step), so a resumed run draws
+    exactly what an uninterrupted one would have, and a GPU step creates no generator.
+
+    - numpy: ``numpy.random.default_rng`` of the key (a host object, cheap to make);
+    - cupy: one ``cupy.random.RandomState`` on cuRAND's Philox4x32-10, reseeded by ``rekey``
+      (a counter-based generator: reseeding sets a key and an offset, nothing on the device);
+    - strict: NumPy draws on the host, copied onto the emulated device (which has no generator).
     """
 
     def __init__(self, seed=0, backend: str = "numpy"):
         self.backend = backend = _check_backend(backend)
-        seq = np.random.SeedSequence(list(seed) if isinstance(seed, (tuple, list)) else seed)
-        if backend == "cupy":  # the long-stable RandomState API: standard_normal, random_sample, permutation
-            self._rng = _cupy().random.RandomState(int(seq.generate_state(1, np.uint64)[0] >> 1))
+        self._rng = None
+        self.rekey(seed)
+
+    def rekey(self, seed) -> "Generator":
+        """Restart the stream at ``seed``, as ``Generator(seed, backend)`` would. Returns self."""
+        key = _key(seed)
+        if self.backend == "cupy":  # the long-stable RandomState API: standard_normal, random_sample, permutation
+            seed64 = int(key.generate_state(1, np.uint64)[0] >> 1)
+            if self._rng is None:
+                self._rng = _cupy_generator(_cupy(), seed64)
+            else:
+                self._rng.seed(seed64)
             self._uniform = self._rng.random_sample
         else:
-            self._rng = np.random.default_rng(seq)
+            self._rng = np.random.default_rng(key)
             self._uniform = self._rng.random
+        return self
 
     def _out(self, a):
         return from_numpy(a, "strict") if self.backend == "strict" else a

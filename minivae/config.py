@@ -116,3 +116,13 @@ def _positive_int(name, value) -> int:
 def _one_of(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
+
+
+# The CLI's likelihood modes: name -> (likelihood, variance).
+LIKELIHOOD_MODES = {
+    "bernoulli": ("bernoulli", "fixed"),
+    "continuous_bernoulli": ("continuous_bernoulli", "fixed"),
+    "gaussian": ("gaussian", "fixed"),
+    "gaussian_shared": ("gaussian", "shared"),
+    "gaussian_per_pixel": ("gaussian", "per_pixel"),
+}

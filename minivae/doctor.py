@@ -1,17 +1,23 @@
-"""``python -m minivae doctor``: what this machine runs minivae on, and, with a GPU, proof that it works.
+"""``python -m minivae doctor``: what this machine runs minivae on, and, with a GPU, a verdict.
 
 On any machine it prints the versions (Python, NumPy, array-api-compat, array-api-strict, CuPy), the
 BLAS NumPy calls, and whether CuPy can use a CUDA device, and if not, why: no CuPy, no driver, no
-device. Where CuPy can, it also runs the checks of ``device_checks`` on ``"cupy"``:
+device, or a CUDA library a kernel needs (a device that cannot run a kernel is a failure, exit 1).
+Where CuPy can, it runs ``device_checks`` on ``"cupy"``, each stage under a time limit:
 
-1. the test suite's cupy cases (when the tests are there, i.e. in a source checkout);
+1. the test suite's cupy cases (in a source checkout), 180 s;
 2. the gradient check in float64 on every likelihood mode, and the loss and gradients against
-   NumPy's for the same parameters and draws (agreement to 1e-12);
-3. one epoch of the default model (``python -m minivae train``'s) on NumPy and on the device, timed;
-4. ``benchmarks/gpu_speed.py`` when PyTorch is installed (and the benchmarks are there).
+   NumPy's for the same parameters and draws (agreement to 1e-12), 60 s;
+3. speed: after a warm-up, one epoch of the paper's 784-500-20 model (Fashion-MNIST when it is on
+   disk, else as many synthetic 784-pixel images) on NumPy and on the device, in float32 and
+   float64: the seconds, the ratio, and whether float32 and float64 and the two backends agree on
+   the test -ELBO; a verdict line says which backend to use, 150 s;
+4. ``benchmarks/gpu_speed.py`` (PyTorch CUDA beside minivae) when PyTorch, the benchmarks and
+   Fashion-MNIST are there, 120 s.
 
-It exits 1 if any check fails, else 0 (a CPU-only machine is not a failure). ``--backend strict``
-runs the same checks on array-api-strict's emulated device, which is how they are tested without a GPU.
+It exits 1 if any check fails or runs out of time, else 0 (a CPU-only machine is not a failure).
+``--backend strict`` runs the same checks on array-api-strict's emulated device, which is how they
+are tested without a GPU.
 """
 
 from __future__ import annotations
@@ -64,6 +70,21 @@ def environment() -> list[tuple[str, str]]:
     return rows
 
 
+LIMITS = {"tests": 180, "gradients": 60, "speed": 150, "benchmark": 120}  # seconds per stage
+SPEED_ROWS = 10_000  # one epoch: 100 steps at batch 100
+AGREE = 0.02  # test -ELBO after one epoch: float32 vs float64, and device vs numpy (other draws)
+
+
+def _subprocess(name: str, argv: list[str], limit: float) -> tuple[bool, str]:
+    """Run ``argv`` from the source tree; (passed, last line or TIMEOUT)."""
+    try:
+        proc = subprocess.run(argv, cwd=SOURCE_TREE, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        return False, f"TIMEOUT: not done after {limit:.0f} s"
+    lines = (proc.stdout + proc.stderr).strip().splitlines() or ["(no output)"]
+    return proc.returncode == 0, lines[-1]
+
+
 def _run_tests(backend: str, log) -> Check:
     tests = SOURCE_TREE / "tests"
     if not tests.is_dir():
@@ -71,18 +92,15 @@ def _run_tests(backend: str, log) -> Check:
                      "doctor from a source checkout, `pip install -e .[dev,gpu]`, to include them)")
     log(f"running the test suite's {backend} cases ...")
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests),
-                           "-k", backend], cwd=SOURCE_TREE, capture_output=True, text=True)
-    summary = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
-    return Check(f"test suite on {backend}", proc.returncode == 0,
-                 f"{summary} ({time.perf_counter() - t0:.0f}s)")
+    ok, last = _subprocess("tests", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                     str(tests), "-k", backend], LIMITS["tests"])
+    return Check(f"test suite on {backend}", ok, f"{last} ({time.perf_counter() - t0:.0f}s)")
 
 
 def _gradients(backend: str) -> list[Check]:
     import numpy as np
 
-    from .__main__ import LIKELIHOOD_MODES
-    from .config import VAEConfig
+    from .config import LIKELIHOOD_MODES, VAEConfig
     from .gradcheck import check_model
     from .vae import init_params, loss_and_grads
 
@@ -113,25 +131,70 @@ def _gradients(backend: str) -> list[Check]:
     return checks
 
 
-def _one_epoch(backend: str, tmp: Path) -> Check:
-    """One epoch of ``python -m minivae train``'s default model on numpy and on ``backend``, timed."""
-    from .__main__ import build_parser, model_config, train_config
-    from .data import load_dataset
-    from .train import train
+def _speed_data():
+    """Fashion-MNIST's first SPEED_ROWS images when on disk, else as many uniform random ones."""
+    import numpy as np
 
-    data = load_dataset("digits")
-    results = {}
+    from .data import Dataset, load_dataset, locate
+    if locate("fashion-mnist"):
+        ds = load_dataset("fashion-mnist", progress=False)
+        return "Fashion-MNIST", Dataset("x", ds.x_train[:SPEED_ROWS], ds.y_train[:SPEED_ROWS],
+                                        ds.x_test[:1000], ds.y_test[:1000], (28, 28))
+    g = np.random.default_rng(0)
+    return "synthetic 784-pixel images", Dataset(
+        "x", g.random((SPEED_ROWS, 784), dtype=np.float32), np.zeros(SPEED_ROWS, np.int64),
+        g.random((1000, 784), dtype=np.float32), np.zeros(1000, np.int64), (28, 28))
+
+
+def _speed(backend: str, tmp: Path, log) -> list[Check]:
+    """One epoch of the 784-500-20 model on numpy and on ``backend``, float32 and float64, timed
+    after a warm-up (kernel compilation, allocator), with the test -ELBOs compared."""
+    from .config import VAEConfig
+    from .train import TrainConfig, train
+
+    model = VAEConfig(x_dim=784, hidden=(500,), z_dim=20)
+    source, data = _speed_data()
+    seconds, elbo = {}, {}
     for name in ("numpy", backend):
-        args = build_parser().parse_args(["train", "--epochs", "1", "--backend", name])
-        t0 = time.perf_counter()
-        out = train(model_config(args, data.x_dim), train_config(args), tmp / name, data=data,
-                    progress=False, log=lambda *a: None)
-        results[name] = (time.perf_counter() - t0, out["last"]["test_loss"])
-    return Check(f"one epoch of the default model, numpy and {backend}", True,
-                 ", ".join(f"{n} {t:.2f}s (test -ELBO {loss:.3f})" for n, (t, loss) in results.items()))
+        for dtype in ("float32", "float64"):
+            def run(tag, **kw):
+                tcfg = TrainConfig(epochs=1, batch_size=100, backend=name, dtype=dtype, **kw)
+                return train(model, tcfg, tmp / f"{name}-{dtype}-{tag}", data=data, progress=False,
+                             log=lambda *a: None)
+            run("warm-up", max_steps=3)
+            t0 = time.perf_counter()
+            out = run("timed")
+            seconds[name, dtype], elbo[name, dtype] = time.perf_counter() - t0, out["last"]["test_loss"]
+            log(f"  {name:<7}{dtype}: one epoch {seconds[name, dtype]:.2f}s, test -ELBO {elbo[name, dtype]:.3f}")
+
+    def rel(a, b):
+        return abs(elbo[a] - elbo[b]) / abs(elbo[b])
+    checks = []
+    for dtype in ("float32", "float64"):
+        ratio = seconds["numpy", dtype] / seconds[backend, dtype]
+        checks.append(Check(f"one epoch of 784-500-20 in {dtype} ({source}, batch 100)",
+                            rel((backend, dtype), ("numpy", dtype)) <= AGREE,
+                            f"numpy {seconds['numpy', dtype]:.2f}s, {backend} {seconds[backend, dtype]:.2f}s: "
+                            f"{ratio:.2f}x; test -ELBO {elbo[backend, dtype]:.3f} vs numpy's "
+                            f"{elbo['numpy', dtype]:.3f} (the draws may differ; bar {AGREE:.0%})"))
+    gap = rel((backend, "float32"), (backend, "float64"))
+    checks.append(Check(f"float32 against float64 on {backend}", gap <= AGREE,
+                        f"test -ELBO {elbo[backend, 'float32']:.3f} vs {elbo[backend, 'float64']:.3f}: "
+                        f"{gap:.1e} apart (bar {AGREE:.0%})"))
+    ratio = seconds["numpy", "float32"] / seconds[backend, "float32"]
+    if backend == "strict":
+        verdict = "strict is an emulation on the CPU: its times say nothing about a GPU"
+    elif ratio > 1:
+        verdict = f"use --backend {backend}: {ratio:.1f}x faster than numpy for this model in float32"
+    else:
+        verdict = (f"numpy is faster for this model here ({1 / ratio:.1f}x); a GPU pays off with "
+                   f"larger batches or models (try --batch-size 1000)")
+    checks.append(Check("verdict", True, verdict))
+    return checks
 
 
 def _gpu_benchmark(backend: str, log) -> Check:
+    from .data import locate
     script = SOURCE_TREE / "benchmarks" / "gpu_speed.py"
     try:
         import torch  # noqa: F401
@@ -139,13 +202,32 @@ def _gpu_benchmark(backend: str, log) -> Check:
         return Check("benchmarks/gpu_speed.py", True, "skipped: PyTorch is not installed")
     if not script.is_file():
         return Check("benchmarks/gpu_speed.py", True, "skipped: the benchmarks are not installed")
+    if not locate("fashion-mnist"):
+        return Check("benchmarks/gpu_speed.py", True, "skipped: it times Fashion-MNIST, which is not "
+                     "on this machine (python -m minivae fetch fashion-mnist)")
     log("running benchmarks/gpu_speed.py ...")
     args = [] if backend == "cupy" else ["--dry-run"]
-    proc = subprocess.run([sys.executable, str(script), *args], cwd=SOURCE_TREE, capture_output=True,
-                          text=True)
-    log(proc.stdout + proc.stderr)
-    return Check("benchmarks/gpu_speed.py" + (" --dry-run" if args else ""), proc.returncode == 0,
-                 f"exit code {proc.returncode}")
+    ok, last = _subprocess("benchmark", [sys.executable, str(script), *args], LIMITS["benchmark"])
+    return Check("benchmarks/gpu_speed.py" + (" --dry-run" if args else ""), ok, last)
+
+
+def _limited(stage: str, run, name: str) -> list[Check]:
+    """``run()`` in a worker thread, given up after its stage's limit: a hung device is a failed check."""
+    import threading
+
+    result = {}
+
+    def work():
+        try:
+            result["checks"] = run()
+        except Exception as e:  # a crash is a failed check, reported like the others
+            result["checks"] = [Check(name, False, f"{type(e).__name__}: {e}")]
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(LIMITS[stage])
+    if worker.is_alive():
+        return [Check(name, False, f"TIMEOUT: not done after {LIMITS[stage]} s")]
+    return result["checks"]
 
 
 def device_checks(backend: str, log=print, run_tests: bool = True) -> list[Check]:
@@ -154,13 +236,9 @@ def device_checks(backend: str, log=print, run_tests: bool = True) -> list[Check
 
     checks = [_run_tests(backend, log)] if run_tests else []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, run in ((f"gradients on {backend}", lambda: _gradients(backend)),
-                          (f"one epoch on {backend}", lambda: [_one_epoch(backend, Path(tmp))]),
-                          ("benchmarks/gpu_speed.py", lambda: [_gpu_benchmark(backend, log)])):
-            try:
-                checks += run()
-            except Exception as e:  # a crash is a failed check, reported like the others
-                checks.append(Check(name, False, f"{type(e).__name__}: {e}"))
+        checks += _limited("gradients", lambda: _gradients(backend), f"gradients on {backend}")
+        checks += _limited("speed", lambda: _speed(backend, Path(tmp), log), f"speed on {backend}")
+        checks.append(_gpu_benchmark(backend, log))
     return checks
 
 
@@ -170,7 +248,14 @@ def main(backend: str | None = None, run_tests: bool = True, log=print) -> int:
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         log(f"{label:<{width}}  {value}")
-    usable, _ = B.cupy_status()
+    try:
+        B.namespace("cupy")
+        usable = True
+    except B.BackendBroken as e:
+        log(f"\nFAIL: {e}")
+        return 1
+    except B.BackendUnavailable:
+        usable = False
     target = backend or ("cupy" if usable else None)
     if target is None:
         log("\nNo GPU checks: CuPy cannot use a CUDA device here (see CUDA above). minivae runs on "

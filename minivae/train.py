@@ -184,10 +184,12 @@ def blas_threads(mcfg: VAEConfig, tcfg: TrainConfig) -> int | None:
 
 
 def minibatch(x_train, perm, step: int, tcfg: TrainConfig):
-    """Rows ``perm[step * B:(step + 1) * B]`` of the (on-device) training data: (B, D)."""
+    """Rows ``perm[step * B:(step + 1) * B]`` of the training data: (B, D). ``perm`` is on the
+    data's device (copied there once per epoch), so a step copies nothing from the host."""
     B = tcfg.batch_size
-    idx = from_numpy(perm[step * B:(step + 1) * B], tcfg.backend)
-    return namespace_of(x_train).take(x_train, idx, axis=0)
+    if isinstance(perm, np.ndarray) and tcfg.backend != "numpy":
+        perm = from_numpy(perm, tcfg.backend)
+    return namespace_of(x_train).take(x_train, perm[step * B:min((step + 1) * B, perm.shape[0])], axis=0)
 
 
 def kl_weight(mcfg: VAEConfig, tcfg: TrainConfig, epoch: int, step: int, n_batches: int) -> float:
@@ -197,12 +199,14 @@ def kl_weight(mcfg: VAEConfig, tcfg: TrainConfig, epoch: int, step: int, n_batch
     return mcfg.beta * min(1.0, (epoch * n_batches + step + 1) / (tcfg.kl_warmup * n_batches))
 
 
-def gradient(params, xb, mcfg: VAEConfig, tcfg: TrainConfig, epoch: int, step: int):
+def gradient(params, xb, mcfg: VAEConfig, tcfg: TrainConfig, epoch: int, step: int, rng=None):
     """One step's gradients, with this step's own random draws (keyed by seed, epoch, step): the
     dynamic binarization of ``xb`` if asked for, then ``eps``. Returns ``(stats, grads)`` with
     ``stats`` = [-ELBO, recon, kl] as one (3,) array left on the device (nothing is read back);
-    the gradient is that of ``recon + mcfg.beta * kl``."""
-    rng = Generator((tcfg.seed, 1, epoch, step), tcfg.backend)
+    the gradient is that of ``recon + mcfg.beta * kl``. ``rng``: the run's Generator, rekeyed here
+    (training passes one, so that a step creates no device generator); None makes one."""
+    key = (tcfg.seed, 1, epoch, step)
+    rng = Generator(key, tcfg.backend) if rng is None else rng.rekey(key)
     if tcfg.binarize == "dynamic":
         xb = binarize_dynamic(xb, rng.uniform(tuple(xb.shape), tcfg.dtype))
     eps = rng.normal((mcfg.n_samples, xb.shape[0], mcfg.z_dim), tcfg.dtype)
@@ -379,6 +383,8 @@ def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, ou
     N, B = x_train.shape[0], tcfg.batch_size
     n_batches = math.ceil(N / B)
     losses, hyper, ckpt = DeferredLosses(tcfg.sync_every), tcfg.hyper(), out / "checkpoint"
+    optimizer = optim.Flat(params, opt_state, tcfg.optimizer)  # params become views of one buffer
+    rng = Generator((tcfg.seed, 1), tcfg.backend)  # rekeyed by every step: one device generator
 
     def kept() -> str:
         files = [p for p in checkpoint_files(ckpt) if p.exists()]
@@ -388,7 +394,7 @@ def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, ou
         """Every loss so far, then the parameters, must be finite before anything is evaluated or
         saved: no checkpoint is ever written from a diverged model."""
         losses.read(at, kept())
-        if not _all_finite(params.values()):
+        if not _all_finite([optimizer.w]):
             raise TrainingDiverged(f"the parameters are no longer finite after global step "
                                    f"{at.global_step} although every loss was; not saved; {kept()}. "
                                    f"Try a smaller --lr, or float64.")
@@ -411,7 +417,7 @@ def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, ou
 
     with _StopFlag() as stop, threadpool_limits(limits=blas_threads(mcfg, tcfg), user_api="blas"):
         for epoch in range(at.epoch, tcfg.epochs):
-            perm = Generator((tcfg.seed, 0, epoch), "numpy").permutation(N)
+            perm = from_numpy(Generator((tcfg.seed, 0, epoch), "numpy").permutation(N), tcfg.backend)
             first = at.step if epoch == at.epoch else 0
             if first == 0:
                 at.sums = [0.0, 0.0, 0.0, 0]
@@ -422,8 +428,8 @@ def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, ou
                     xb = minibatch(x_train, perm, step, tcfg)
                     beta = kl_weight(mcfg, tcfg, epoch, step, n_batches)
                     step_cfg = mcfg if beta == mcfg.beta else dataclasses.replace(mcfg, beta=beta)
-                    stats, grads = gradient(params, xb, step_cfg, tcfg, epoch, step)
-                    optim.step(params, grads, opt_state, tcfg.optimizer, **hyper)
+                    stats, grads = gradient(params, xb, step_cfg, tcfg, epoch, step, rng)
+                    optimizer.step(grads, **hyper)
                     due = losses.add(epoch, step, at.global_step, xb.shape[0], stats)
                     at.global_step += 1
                     bar.update(1)

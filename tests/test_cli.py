@@ -165,10 +165,13 @@ def test_doctor_on_this_machine(capsys):
 
 
 def test_doctor_runs_the_gpu_checks_on_the_stand_in_and_fails_on_a_wrong_gradient(capsys, monkeypatch):
+    import minivae.doctor as D
+    monkeypatch.setattr(D, "SPEED_ROWS", 2000)  # the checks, not the timings, are under test
     assert main(["doctor", "--backend", "strict", "--no-tests"]) == 0
     text = capsys.readouterr().out
     assert "[pass] gradient check on strict" in text and "[pass] strict against numpy" in text
-    assert "[pass] one epoch of the default model, numpy and strict" in text
+    assert "[pass] one epoch of 784-500-20 in float32" in text and "[pass] float32 against float64" in text
+    assert "verdict: strict is an emulation" in text
     import minivae.vae as V
     honest = V.backward
 
@@ -255,3 +258,35 @@ def test_a_disk_that_fills_at_any_write_leaves_no_temporary(tmp_path, capsys, mo
     monkeypatch.setattr(os, "fdopen", real_fdopen)
     assert code == 2 and "No space left on device" in _error(capsys)
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp") or p.name.endswith(".part")]
+
+
+def test_doctor_fails_when_cupy_sees_a_device_but_cannot_run_a_kernel(capsys, monkeypatch):
+    """The gpu extra without the CUDA libraries: the device is counted, the first random draw fails.
+    Neither --backend auto nor doctor may take that for a usable GPU."""
+    import sys
+    import types
+
+    import numpy as np
+
+    import minivae.backend as B
+    fake = types.SimpleNamespace(__version__="14.2.0", arange=np.arange, ones=np.ones)
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
+
+    def no_curand(*a, **k):
+        raise ImportError('Failure finding "libcurand.so.11 or libcurand.so.10"')
+    fake.random = types.SimpleNamespace(RandomState=no_curand)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    usable, why = B.cupy_status()
+    assert not usable and "cannot run a random draw (cuRAND)" in why and "cupy-cuda12x[ctk]" in why
+    assert B.resolve("auto") == "numpy"
+    assert main(["doctor", "--no-tests"]) == 1
+    text = capsys.readouterr().out
+    assert "FAIL: backend 'cupy': CuPy 14.2.0 sees a CUDA device but cannot run a random draw" in text
+
+
+def test_a_doctor_stage_that_runs_out_of_time_fails(capsys, monkeypatch):
+    import minivae.doctor as D
+    monkeypatch.setitem(D.LIMITS, "speed", 0.01)
+    monkeypatch.setattr(D, "SPEED_ROWS", 200)
+    assert main(["doctor", "--backend", "strict", "--no-tests"]) == 1
+    assert "[FAIL] speed on strict: TIMEOUT: not done after 0.01 s" in capsys.readouterr().out

@@ -201,10 +201,15 @@ def test_the_generator_and_host_moves_call_cupy_as_its_signatures_allow(monkeypa
     fake.random.RandomState.assert_called_once()
     seed = fake.random.RandomState.call_args.args[0]
     assert isinstance(seed, int) and 0 <= seed < 2**63
+    assert fake.random.RandomState.call_args.kwargs == {"method": 161}  # Philox4x32-10
     g.normal((2, 3), "float32")
     g.uniform((2, 3), "float64")
     g.permutation(5)
     rs = fake.random.RandomState.return_value
+    g.rekey((1, 2, 4))  # a new key: the same device generator, reseeded
+    fake.random.RandomState.assert_called_once()
+    (new_seed,), _ = rs.seed.call_args
+    assert isinstance(new_seed, int) and 0 <= new_seed < 2**63 and new_seed != seed
     rs.standard_normal.assert_called_once_with((2, 3), dtype="float32")
     rs.random_sample.assert_called_once_with((2, 3), dtype="float64")
     rs.permutation.assert_called_once_with(5)

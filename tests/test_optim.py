@@ -104,3 +104,32 @@ def test_hyperparameters_given_to_step_take_effect_every_call():
     optim.step(params, {"w": np.ones(3, np.float32)}, state, "sgd", lr=0.25)
     np.testing.assert_array_equal(params["w"], np.full(3, 0.25, np.float32))
     assert state["w"]["lr"] == 0.25
+
+
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "adagrad", "adam"])
+def test_flat_updates_are_those_of_step_bit_for_bit(backend, rule):
+    """optim.Flat (one buffer, a dozen operations a step on a device) against step tensor by tensor,
+    from fresh state and from state half-way (as a resumed run has it)."""
+    from minivae import VAEConfig, init_params
+    from minivae.optim import Flat, step
+    cfg = VAEConfig(x_dim=7, hidden=(5,), z_dim=3, likelihood="gaussian", variance="shared")
+    a, b = init_params(cfg, seed=1, backend=backend), init_params(cfg, seed=1, backend=backend)
+    grads = [{k: v * (0.3 + i) - 0.05 for k, v in init_params(cfg, seed=10 + i, backend=backend).items()}
+             for i in range(6)]
+    state_a, state_b = {}, {}
+    for g in grads[:3]:
+        step(a, g, state_a, rule, lr=0.01, weight_decay=0.001)
+        step(b, g, state_b, rule, lr=0.01, weight_decay=0.001)
+    flat = Flat(b, state_b, rule)                  # takes over b and its state half-way
+    for g in grads[3:]:
+        step(a, g, state_a, rule, lr=0.01, weight_decay=0.001)
+        flat.step(g, lr=0.01, weight_decay=0.001)
+    for k in a:
+        np.testing.assert_array_equal(B.to_numpy(b[k]), B.to_numpy(a[k]), err_msg=k)
+        for key, value in state_a[k].items():
+            if key in ("m", "v", "velocity", "sum_sq"):
+                np.testing.assert_array_equal(B.to_numpy(state_b[k][key]), B.to_numpy(value))
+            else:
+                assert state_b[k][key] == value, (k, key)
+    if backend != "numpy":  # the device path: params and state are views of the flat buffers
+        assert tuple(flat.w.shape) == (sum(int(np.prod(v.shape)) for v in a.values()),)

@@ -89,8 +89,8 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
     import minivae.train as T
     honest = T.gradient
 
-    def poisoned(params, xb, mcfg, tcfg, epoch, step):  # the loss is NaN from epoch 2, step 3 on
-        stats, grads = honest(params, xb, mcfg, tcfg, epoch, step)
+    def poisoned(params, xb, mcfg, tcfg, epoch, step, rng=None):  # the loss is NaN from epoch 2, step 3 on
+        stats, grads = honest(params, xb, mcfg, tcfg, epoch, step, rng)
         return (stats * float("nan") if (epoch, step) >= (1, 2) else stats), grads
 
     monkeypatch.setattr(T, "gradient", poisoned)
@@ -279,8 +279,8 @@ def test_the_nan_guard_still_names_the_step_when_reads_are_batched(tmp_path, mon
     import minivae.train as T
     honest = T.gradient
 
-    def poisoned(params, xb, mcfg, tcfg, epoch, step):
-        stats, grads = honest(params, xb, mcfg, tcfg, epoch, step)
+    def poisoned(params, xb, mcfg, tcfg, epoch, step, rng=None):
+        stats, grads = honest(params, xb, mcfg, tcfg, epoch, step, rng)
         return (stats * float("inf") if step == 5 else stats), grads
 
     monkeypatch.setattr(T, "gradient", poisoned)

@@ -75,10 +75,13 @@ except ValueError as e:
 
 # %% [markdown]
 # Random numbers are not part of the standard. `backend.Generator` draws with NumPy's PCG64 for
-# `numpy` and `strict` (so they draw identical numbers) and with CuPy's own generator on the GPU, so
-# a GPU run draws *different* (equally random) numbers: GPU and CPU runs with the same seed agree in
+# `numpy` and `strict` (so they draw identical numbers) and with cuRAND's Philox generator on the GPU,
+# so a GPU run draws *different* (equally random) numbers: GPU and CPU runs with the same seed agree in
 # distribution, not bit for bit. Parameter initialization is drawn on the host, so every backend
-# starts from the same model.
+# starts from the same model. Training keys every step's draws by (seed, epoch, step), so that a
+# resumed run draws what an uninterrupted one would have; it does so with one generator per run,
+# `rng.rekey(key)`, because making a GPU generator every step would allocate and free device memory
+# each time. Philox is counter-based: a new key costs nothing on the device.
 
 # %%
 print("numpy :", B.to_numpy(B.Generator(7, "numpy").normal((3,), "float64")))
@@ -86,27 +89,31 @@ print("strict:", B.to_numpy(B.Generator(7, "strict").normal((3,), "float64")))
 
 # %% [markdown]
 # ## Timings
-# One training step (loss, gradients, Adam) of the paper's 784-500-20 model at batch 100, median of
-# several runs, in float32 and float64, on each backend present. On a GPU this model is too small to
-# fill the device at batch 100; the GPU's advantage appears at larger batches (`benchmarks/` has
-# the full measurement). On the CPU, float32 halves the memory traffic of every matrix product.
+# One training step of the paper's 784-500-20 model at batch 100 (the minibatch, its draws, loss and
+# gradients, Adam), median of several runs, in float32 and float64, on each backend present. It is
+# the step `train` runs: `train.minibatch`, `train.gradient` with the run's generator rekeyed, and
+# `optim.Flat`, which runs Adam over all parameters as one buffer (on a GPU a dozen kernel launches
+# instead of a dozen per weight matrix). On a GPU this model is too small to fill the device at
+# batch 100; the GPU's advantage appears at larger batches (`benchmarks/` has the full measurement).
+# On the CPU, float32 halves the memory traffic of every matrix product.
 
 # %%
-from minivae import optim
+from minivae import optim, train
 
 
 def time_step(name, dtype, batch, repeats):
     cfg = VAEConfig(x_dim=784, hidden=(500,), z_dim=20)
-    params = minivae.init_params(cfg, backend=name, dtype=dtype)
-    gen = B.Generator(0, name)
-    x = gen.uniform((batch, 784), dtype)
-    state, times = {}, []
+    tcfg = train.TrainConfig(batch_size=batch, backend=name, dtype=dtype)
+    params, state = minivae.init_params(cfg, backend=name, dtype=dtype), {}
+    x = B.Generator(0, name).uniform((10 * batch, 784), dtype)      # the data, on the device
+    perm = B.from_numpy(np.random.default_rng(0).permutation(10 * batch), name)  # once per epoch
+    rng, adam = B.Generator((0, 1), name), optim.Flat(params, state, "adam")
+    times = []
     for i in range(repeats + 2):
         t0 = time.perf_counter()
-        eps = gen.normal((1, batch, 20), dtype)
-        # forward + backward keep the loss on the device; loss_and_grads would read it back (a sync)
-        _, cache, _ = minivae.forward(params, x, eps, cfg, validate=False)
-        optim.step(params, minivae.backward(cache, cfg), state, "adam")
+        xb = train.minibatch(x, perm, i % 10, tcfg)
+        stats, grads = train.gradient(params, xb, cfg, tcfg, 0, i, rng)  # stats stay on the device
+        adam.step(grads)
         if name == "cupy":
             import cupy
             cupy.cuda.Device().synchronize()
@@ -150,9 +157,11 @@ tut.save(fig, "step_times.png")
 # pip install -e '.[dev,gpu]' && python -m minivae doctor
 # ```
 #
-# It prints the versions, the BLAS and whether CUDA can be used (and if not, why), then runs the cupy
-# tests, the float64 gradient check and its agreement with NumPy to $10^{-12}$, one epoch on NumPy and on
-# CuPy with timings, and the GPU benchmark. Here it reports:
+# It prints the versions, the BLAS and whether CUDA can be used (and if not, why: it runs a kernel,
+# a matrix product and a random draw, not just a device count), then runs the cupy tests, the float64
+# gradient check and its agreement with NumPy to $10^{-12}$, one epoch of the 784-500-20 model on NumPy
+# and on CuPy in float32 and float64 with the speed ratio and a verdict, and the GPU benchmark, each
+# stage under a time limit. Here it reports:
 
 # %%
 from minivae import doctor
