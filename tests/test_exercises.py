@@ -361,7 +361,7 @@ def test_the_worked_example_finds_seed_002s_slips():
     spec.loader.exec_module(module)
     from minivae.exercises.slip import first_slip
     # E_q[p(z)] for E_q[log p(z)] (step 5), the same slip carried into log p(x) (step 2), E_q[q] (step 2)
-    assert {k: first_slip(v) for k, v in module.SEED_002.items()} == \
+    assert {k: first_slip(v) for k, v in module.NOTES_DERIVATION.items()} == \
         {"kl_expansion": 4, "log_likelihood": 1, "elbo": 1}
     assert all(first_slip(v) is None for v in _correct_chains().values())
 

@@ -246,10 +246,10 @@ tut.save(fig, "posteriors.png")
 
 # %% [markdown]
 # ## Slips that derivations commonly make, checked against the numbers
-# The lecture notes and answers learners asked about (the project's seed documents; the sources are
-# on [the notation page](NOTATION.md#references)) contain all of these. Each is wrong, and the numbers
-# show it. Slip 2 is the estimator a learner quotes from a textbook; the others are in seed 002's
-# derivation, which the `find_the_slip` exercise checks step by step.
+# The lecture notes, posts and answers learners asked about contain all of these (the sources are on
+# [the notation page](NOTATION.md#references)). Each is wrong, and the numbers show it. Slip 2 is the
+# estimator a learner quotes from a textbook; the others are in one lecture-note derivation, which the
+# `find_the_slip` exercise checks step by step.
 #
 # 1. **A sign on the prior KL.** Writing $\log p(x) = \mathbb E_q[\log p(x\mid z)] + \mathrm{KL}(q\|p(z)) + \mathrm{KL}(q\|p(z\mid x))$.
 #    The step before it has $+\mathbb E_q[\log p(z)] - \mathbb E_q[\log q]$, which is $-\mathrm{KL}(q\|p(z))$.

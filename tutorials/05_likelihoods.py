@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt
 
 # %% [markdown]
 # ## What exactly is $\log p(x\mid z)$? One image, one $z$, term by term
-# A learner asks (seed 001): "what exactly is $\ln p(x_n\mid z_n^{(l)}, w)$? I don't know what this
+# A learner asks: "what exactly is $\ln p(x_n\mid z_n^{(l)}, w)$? I don't know what this
 # distribution is." It is whatever distribution the decoder's outputs parameterize, evaluated at the
 # data. Take one 8x8 digit $x$ and one latent sample $z$; the decoder maps $z$ to 64 numbers per head.
 #

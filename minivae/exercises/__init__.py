@@ -90,7 +90,7 @@ REGISTRY.update({e.name: e for e in [
           "reparameterized gradient)"),
     Entry("find_the_slip", ("my_chains",), lambda fns: _grade_chains(fns["my_chains"]),
           ("Run the worked example: `python -m minivae.exercises check find_the_slip` shows the first step of "
-           "each of seed 002's chains that changes the value.",
+           "each of the lecture notes' chains that changes the value.",
            "Look for an expectation of a density where the log-density belongs (E_q[p(z)] is not E_q[log p(z)]), "
            "a sign that flips when a KL is named, and a log applied twice.",
            "log p(x) = E_q[log p(x|z)] - KL(q || p(z)) + KL(q || p(z|x)): the KL to the prior is subtracted."),
@@ -183,16 +183,16 @@ def check_file(name: str, directory: Path) -> GradeResult:
 
 
 def _worked_example(directory: Path) -> str:
-    """Where seed 002's chains (in find_the_slip.py, SEED_002) first go wrong."""
+    """Where the lecture notes' chains (in find_the_slip.py, NOTES_DERIVATION) first go wrong."""
     spec = importlib.util.spec_from_file_location("minivae_exercise_seed", directory / "find_the_slip.py")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-        seed = module.SEED_002
+        notes = module.NOTES_DERIVATION
     except Exception:
         return ""
-    lines = ["the worked example, seed 002's derivation, checked step by step:"]
-    for key, steps in seed.items():
+    lines = ["the worked example, the lecture notes' derivation, checked step by step:"]
+    for key, steps in notes.items():
         i = slip.first_slip(steps)
         lines.append(f"  {key}: " + ("holds" if i is None else f"first slip at step {i + 1}: {steps[i][0]}"))
     return "\n".join(lines)

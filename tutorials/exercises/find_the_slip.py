@@ -14,24 +14,24 @@ quadrature: m.E_q(f) = E_{q(z|x)}[f(z)] for f a function of the grid z. Its term
     m.log_px()                              log p(x), exact
     m.kl_q_prior()                          KL(q(z|x) || p(z)), closed form
 
-SEED_002 below is the derivation of the ELBO from the lecture notes in ../shared/seeds/002 (the notes
-learners asked about), transcribed step by step exactly as written there, slips included. Run
+NOTES_DERIVATION below is a derivation of the ELBO from lecture notes that learners asked about,
+transcribed step by step exactly as written there, slips included. Run
 
     python -m minivae.exercises check find_the_slip
 
 to see where each of its three chains first goes wrong. Then write the three chains correctly in
-my_chains(): each must start where the seed's does and hold at every step (at least 3 steps each).
+my_chains(): each must start where the notes' does and hold at every step (at least 3 steps each).
 You can check any chain of your own the same way, e.g. in a notebook:
 
     from minivae.exercises import check_chain
     check_chain([("log p(x)", lambda m: m.log_px()), ("= ...", lambda m: ...)])
 
-Two of the seed's slips cannot be computed and so are not in the chains: in its third chain it writes
+Two of the notes' slips cannot be computed and so are not in the chains: in its third chain it writes
 log q_phi(x|z), the arguments of q swapped (q is a distribution over z given x), and its gradient line
 writes grad_phi inside the grad_theta equation (tutorial 1 discusses both).
 """
 
-SEED_002 = {
+NOTES_DERIVATION = {
     # D_KL(q(z|x) || p(z|x)) expanded with Bayes' rule
     "kl_expansion": [
         ("D_KL(q(z|x) || p(z|x))",
