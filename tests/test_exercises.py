@@ -196,6 +196,12 @@ PLANTED = {
         (lambda w: reference_iwae(w) + np.log(w.shape[0]), "that is log-SUM-exp"),
         (lambda w: np.mean(w, axis=0), "that is the mean of log w, the ELBO"),
         (lambda w: reference_iwae(w.T), "reduce over axis 0"),
+        # the two false passes a learner found: a shift by each column's minimum (overflows once a
+        # column spreads past exp's range), and one global shift (underflows columns far below it)
+        (lambda w: np.log(np.mean(np.exp(w - w.min(0)), axis=0)) + w.min(0),
+         "this column's weights spread by 3000: shifted by anything but its maximum"),
+        (lambda w: np.log(np.mean(np.exp(w - w.max()), axis=0)) + w.max(),
+         "the columns sit near +1e4, 0 and -1e4: shifted by one number for all columns"),
     ],
     "score_function": [
         (lambda f, z, mu, lv: (f[:, None] * (z - mu), reference_score(f, z, mu, lv)[1]),
@@ -376,3 +382,43 @@ def test_diagnose_messages():
     assert "is None" in exercises.diagnose(None, n)
     assert "not an array" in exercises.diagnose([1, 2], n)
     assert "NaN" in exercises.diagnose(n * np.nan, n)
+
+
+# --- misdiagnoses a learner met, each now told what it is -------------------------------------------
+
+def _tanh_in_place(dh, h):
+    da = dh          # an alias: the next line writes into the caller's dh
+    da *= 1 - h * h
+    return da
+
+
+def _naive_softplus(dout, a):
+    return dout * np.exp(a) / (1 + np.exp(a))
+
+
+def _naive_bernoulli(dlogp, cache):
+    x, logits = cache[0], cache[1]
+    return dlogp[..., None] * (x - np.exp(logits) / (1 + np.exp(logits)))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point
+@pytest.mark.parametrize("name, answer, expected", [
+    ("tanh", _tanh_in_place, "wrote into its input dout in place (e.g. `da = dh; da *= ...`"),
+    ("tanh", lambda dh, h: (dh * (1 - h * h)).astype(np.float32), "is float32, right to"),
+    ("tanh", lambda dh, h: dh * (1 - h * h) * (1 + 1e-6), "is close (relative error 1.0e-06) but not within"),
+    ("tanh", lambda dh: dh, "could not be called with 2 argument(s)"),
+    ("softplus", _naive_softplus, "exp(800) overflows to inf"),
+    ("bernoulli", _naive_bernoulli, "exp(800) overflows to inf"),
+])
+def test_what_a_learner_met_is_diagnosed_as_what_it_is(name, answer, expected):
+    result = grade_function(name, answer)
+    assert not result.passed
+    text = str(result)
+    assert expected in text, text
+    assert "times the right gradient" not in text and "does not match" not in text
+
+
+def test_the_tanh_answer_that_mutates_dh_gets_its_values_graded_on_untouched_inputs():
+    result = grade_function("tanh", _tanh_in_place)
+    values = [r for r in result.rows if r.name == "da"]
+    assert values and values[0].passed  # the values were right: only the in-place write is wrong

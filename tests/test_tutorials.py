@@ -85,3 +85,45 @@ def test_tutorials_command_after_a_non_editable_install(tmp_path):
     assert len(list((work / "learn").glob("*.ipynb"))) == 8
     graded = run("-m", "minivae.exercises", "check", "linear", cwd=work / "learn")
     assert graded.returncode == 1 and f"grading the files in {work / 'learn'}" in graded.stdout
+
+
+_EXECUTE = """
+import sys, nbformat
+from pathlib import Path
+from nbclient import NotebookClient
+failed = []
+for nb_path in sorted(Path(sys.argv[1]).glob("*.ipynb")):
+    nb = nbformat.read(nb_path, as_version=4)
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(nb_path.parent)}}).execute()
+        print("ok", nb_path.name, flush=True)
+    except Exception as e:
+        failed.append(nb_path.name)
+        print("FAILED", nb_path.name, type(e).__name__, str(e)[-300:], flush=True)
+sys.exit(1 if failed else 0)
+"""
+
+
+@pytest.mark.slow
+def test_the_learner_install_runs_every_notebook(tmp_path):
+    """The README's learner lines in a fresh virtual environment: `pip install '.[learn]'` (no book
+    tools), the tutorials copied outside the clone, and all eight notebooks executed there in a
+    kernel of that environment (quick mode, to keep CI short)."""
+    root = Path(__file__).resolve().parents[1]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    py = str(venv / "bin" / "python")
+    subprocess.run([py, "-m", "pip", "install", "-q", f"{root}[learn]"], check=True, timeout=900)
+    for tool in ("sphinx", "playwright", "myst_nb"):  # the learner extra brings nothing for the book
+        assert subprocess.run([py, "-c", f"import {tool}"], capture_output=True).returncode != 0, tool
+    work = tmp_path / "my-vae"
+    made = subprocess.run([py, "-m", "minivae", "tutorials", str(work)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert made.returncode == 0, made.stderr
+    env = {**os.environ, "MINIVAE_QUICK": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    env.pop("MINIVAE_FIGURES", None)
+    ran = subprocess.run([py, "-c", _EXECUTE, str(work)], capture_output=True, text=True, cwd=work,
+                         env=env, timeout=1500)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
+    assert ran.stdout.count("ok ") == 8

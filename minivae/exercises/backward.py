@@ -10,6 +10,7 @@ variance, so "off by 1/3" (the mean over samples) can never be mistaken for "off
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import traceback
@@ -135,6 +136,13 @@ def diagnose(analytic, numeric, unit=None) -> str:
     if unit is not None and rel_error(a, unit.ravel()) < 1e-6:
         return ("is the right gradient for an upstream gradient of 1: multiply by the upstream "
                 "gradient (the chain rule), the part that is missing.")
+    err = rel_error(a, n)
+    if err < 1e-3:  # right to a few digits: a precision or a small term, never "a factor"
+        if getattr(analytic, "dtype", None) == np.float32:
+            return (f"is float32, right to {err:.1e} relative but not to the bar of 1e-8: compute in "
+                    f"float64 (an array made with dtype=np.float32, or .astype(np.float32)?).")
+        return (f"is close (relative error {err:.1e}) but not within the bar of 1e-8: a small term "
+                f"missing, a rounded constant (3.14 for pi?), or a step done in float32?")
     nn = float(n @ n)
     if nn > 0:
         s = float(a @ n) / nn
@@ -176,6 +184,12 @@ def call_learner(fn, hints: dict, *args):
         tb = frames[-1]
         learner = [f for f in frames if Path(f.filename).resolve() == Path(fn.__code__.co_filename).resolve()] \
             if hasattr(fn, "__code__") else []
+        if not learner and isinstance(e, TypeError) and hasattr(fn, "__code__"):  # never entered: its signature
+            code = fn.__code__
+            given = ", ".join(code.co_varnames[:code.co_argcount])
+            return None, (f"could not be called with {len(args)} argument(s): {e}. It is defined as "
+                          f"{fn.__name__}({given}) at line {code.co_firstlineno} of "
+                          f"{Path(code.co_filename).name}; keep the signature the exercise gives.")
         at = learner[-1] if learner else tb
         problem = f"raised {type(e).__name__}: {e} (line {at.lineno} of {Path(at.filename).name})"
         match = _ASSIGNED.match(at.line or "")
@@ -192,9 +206,11 @@ def grade(name: str, backward) -> GradeResult:
     inputs = ex.inputs(np.random.default_rng(0))
     out, cache = ex.forward(**inputs)
     dout = np.cos(3.0 * out + 1.0)  # fixed, nonconstant upstream gradient
-    got, problem = call_learner(backward, ex.hints, dout, cache)
+    given = copy.deepcopy((dout, cache))  # the learner works on copies; the reference on the originals
+    got, problem = call_learner(backward, ex.hints, *given)
     if problem:
         return GradeResult(name, [], problem)
+    changed = _changed_in_place(("dout", "cache"), (dout, cache), given)
     got = got if isinstance(got, tuple) else (got,)
     if len(got) != len(ex.wrt):
         return GradeResult(name, [], f"returned {len(got)} value(s); expected {len(ex.wrt)}: "
@@ -206,7 +222,54 @@ def grade(name: str, backward) -> GradeResult:
 
     numeric = {k: numeric_for(dout, k) for k in ex.wrt}
     units = {k: (lambda k=k: numeric_for(np.ones_like(out), k)) for k in ex.wrt}
-    return GradeResult(name, rows_for(dict(zip(ex.wrt, got)), numeric, ex.hints, units))
+    rows = rows_for(dict(zip(ex.wrt, got)), numeric, ex.hints, units)
+    if changed:
+        rows.append(_in_place_row(backward, changed))
+    if name in LARGE_INPUTS and all(r.passed for r in rows):
+        rows.append(_large_input_row(ex, backward))
+    return GradeResult(name, rows)
+
+
+def _changed_in_place(names, originals, given) -> list[str]:
+    """The names of the arguments (or their parts) the learner's code wrote into."""
+    def same(a, b):
+        if isinstance(a, np.ndarray):
+            return isinstance(b, np.ndarray) and a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+        if isinstance(a, (tuple, list)):
+            return isinstance(b, (tuple, list)) and len(a) == len(b) and all(map(same, a, b))
+        return True
+    return [n for n, a, b in zip(names, originals, given) if not same(a, b)]
+
+
+def _in_place_row(fn, changed) -> GradeRow:
+    return GradeRow("inputs", None, False,
+                    f"{getattr(fn, '__name__', 'your function')} wrote into its input {' and '.join(changed)} "
+                    f"in place (e.g. `da = dh; da *= ...` changes the caller's dh: an alias, not a copy). "
+                    f"Other layers read the same arrays, so a backward pass must leave them as it got "
+                    f"them: compute into a new array, da = dh * (...).", label="")
+
+
+# Inputs far out in the tails, where a naive formula overflows: exp(800) is inf in float64.
+LARGE_INPUTS = {"softplus": {"a": np.array([[-800.0, -40.0, 0.0, 40.0, 800.0]])},
+                "bernoulli": {"x": np.array([[0.0, 1.0, 0.5, 1.0, 0.0]]),
+                              "logits": np.array([[[-800.0, -40.0, 0.0, 40.0, 800.0]]])}}
+
+
+def _large_input_row(ex: Exercise, fn) -> GradeRow:
+    """The learner's backward at inputs of +-800, against the library's (which is stable there)."""
+    inputs = LARGE_INPUTS[ex.name]
+    out, cache = ex.forward(**inputs)
+    dout = np.ones_like(out)
+    got, problem = call_learner(fn, ex.hints, dout.copy(), copy.deepcopy(cache))
+    want = getattr(layers if ex.name == "softplus" else D, ex.function)(dout, cache)
+    got, want = (got if isinstance(got, tuple) else (got,)), (want if isinstance(want, tuple) else (want,))
+    ok = not problem and all(np.shape(g) == np.shape(w) and np.all(np.isfinite(np.asarray(g, float)))
+                             and np.allclose(g, w, rtol=1e-12, atol=0) for g, w in zip(got, want))
+    return GradeRow("inputs +-800", None, ok, "" if ok else
+                    f"at inputs of -800 ... 800 the result is {problem or np.asarray(got[-1]).ravel()}: "
+                    f"exp(800) overflows to inf (and inf/inf is NaN). Write it with a function that "
+                    f"never exponentiates a large positive number: sigmoid as the library writes it, or "
+                    f"exp(-|a|).", label="")
 
 
 def _vae_inputs():

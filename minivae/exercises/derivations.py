@@ -260,7 +260,12 @@ def grade_iwae(fn) -> GradeResult:
     rows = []
     cases = {"moderate": g.standard_normal((7, 5)) * 3 - 10,
              "near +1e4": g.standard_normal((7, 5)) * 5 + 1e4,
-             "near -1e4": g.standard_normal((7, 5)) * 5 - 1e4}
+             "near -1e4": g.standard_normal((7, 5)) * 5 - 1e4,
+             # a column whose weights spread by far more than 709 (exp's range): shifting by its
+             # minimum overflows, only its maximum works
+             "spread 3000": g.uniform(-1500, 1500, (7, 5)),
+             # columns on very different scales: one shift for all of them underflows the low ones
+             "mixed scales": g.standard_normal((7, 5)) + np.array([1e4, 0.0, -1e4, 5e3, -5e3])}
     for label, log_w in cases.items():
         K = log_w.shape[0]
         got, problem = call_learner(fn, {}, log_w.copy())
@@ -276,10 +281,14 @@ def grade_iwae(fn) -> GradeResult:
         }
         hint = "one bound per column (per example): reduce over axis 0, the K samples"
         row = _array_row(f"L_K {label}", got, reference_iwae(log_w), slips, hint)
-        if not row.passed and "NaN or inf" in row.message and label != "moderate":
-            row.message += (" exp(1e4) overflows to inf" if "+" in label else
-                            " exp(-1e4) underflows to 0, and log(0) = -inf") + \
-                ": subtract the max of each column before exp, and add it back after the log."
+        why = {"near +1e4": " exp(1e4) overflows to inf",
+               "near -1e4": " exp(-1e4) underflows to 0, and log(0) = -inf",
+               "spread 3000": " this column's weights spread by 3000: shifted by anything but its "
+                              "maximum, some exp overflows",
+               "mixed scales": " the columns sit near +1e4, 0 and -1e4: shifted by one number for all "
+                               "columns, the low ones underflow to exp(-1e4) = 0"}
+        if not row.passed and label in why and ("NaN or inf" in row.message or "does not match" in row.message):
+            row.message += why[label] + ": subtract the max of each column before exp, and add it back after the log."
         rows.append(row)
     if all(r.passed for r in rows):
         rows += _iwae_properties(fn)

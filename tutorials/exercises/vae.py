@@ -1,7 +1,7 @@
 """Exercise: the whole VAE's backward pass (Bernoulli decoder, one tanh hidden layer, L samples).
 
 Forward (minivae.vae.forward), for the config the grader uses
-(VAEConfig(x_dim=5, hidden=(4,), z_dim=2, n_samples=2)):
+(VAEConfig(x_dim=5, hidden=(4,), z_dim=2, n_samples=3)):
 
     encoder:  a = x @ enc.W0 + enc.b0;  h = tanh(a)
               mu = h @ enc.W_mu + enc.b_mu;   logvar = h @ enc.W_logvar + enc.b_logvar
