@@ -1,19 +1,23 @@
-"""Build the book: the eight tutorials executed, with their figures and formulas, as static HTML.
+"""Build the book and the notebooks: the eight tutorials as they run by default, with their outputs.
 
-    python docs/build.py                # quick mode (about a minute): docs/_build/html/index.html
-    python docs/build.py --full         # the tutorials' full runs (about 10 minutes)
-    python docs/build.py notebooks      # regenerate tutorials/*.ipynb from the .py sources
+    python docs/build.py                # the book, docs/_build/html/index.html (re-runs stale notebooks)
+    python docs/build.py notebooks      # tutorials/*.ipynb, executed, from the .py sources (stale ones)
+    python docs/build.py notebooks --all   # every notebook run again
 
-Sphinx with myst-nb, because myst-nb reads the percent-format sources through jupytext, executes
-them in a real Jupyter kernel and keeps every output (figures included), and because
-sphinx-mathjax-offline ships MathJax with the build's own dependencies: the pages typeset their
-formulas with no network. (mkdocs-jupyter was the other candidate; its math goes through a CDN
-unless configured page by page.) Needs the docs extra: pip install -e '.[docs]'.
+The .py files (percent format) are the single source. Each notebook beside it is that source
+executed in a real Jupyter kernel in the tutorial's default mode, the run its prose describes, and
+ships with its outputs and figures, so it reads complete before it is run; its metadata holds the
+SHA-256 of the source it was made from, and a test fails when they differ. The book is built by
+Sphinx with myst-nb from those executed notebooks (nothing runs at build time) in the
+executable-book layout (sphinx-book-theme: previous/next, a download button, copy buttons), and
+sphinx-mathjax-offline ships MathJax, so the pages need no network. Needs the docs extra:
+pip install -e '.[docs]'.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -33,71 +37,111 @@ def tutorial_sources() -> list[Path]:
 
 
 def notebook_of(source: Path):
-    """The unexecuted notebook of a percent-format tutorial, with a Python 3 kernel named."""
+    """The unexecuted notebook of a percent-format tutorial, with a Python 3 kernel named and
+    cell ids that do not change from one generation to the next."""
     import jupytext
     nb = jupytext.read(source)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata.pop("jupytext", None)  # the .ipynb stands alone; the .py is the source
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i:03d}"
     return nb
 
 
-def write_notebooks() -> list[Path]:
-    """tutorials/NN_*.ipynb from tutorials/NN_*.py (the .py files are the single source)."""
-    import jupytext
+def source_sha256(source: Path) -> str:
+    return hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+def execute_notebook(source: Path, quick: bool = False, figures: Path | None = None):
+    """The notebook of ``source``, executed in a Jupyter kernel in the tutorials' folder: the
+    default run, as a learner gets it (``quick``: MINIVAE_QUICK=1, for fast tests only)."""
+    import nbclient
+    sha = source_sha256(source)  # of the text that runs, even if the file is edited meanwhile
+    nb = notebook_of(source)
+    env = {"MINIVAE_FIGURES": str(figures or tempfile.mkdtemp(prefix="minivae-figures-")),
+           "MINIVAE_QUICK": "1" if quick else None}
+    old = {k: os.environ.get(k) for k in env}
+    for k, v in env.items():  # the kernel inherits this process's environment
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    try:
+        nbclient.NotebookClient(nb, timeout=900, kernel_name="python3", record_timing=False,
+                                resources={"metadata": {"path": str(source.parent)}}).execute()
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    nb.metadata["minivae"] = {"source_sha256": sha}
+    return nb
+
+
+def is_current(source: Path) -> bool:
+    """Whether the notebook beside ``source`` was executed from this very source."""
+    import nbformat
+    path = source.with_suffix(".ipynb")
+    if not path.is_file():
+        return False
+    meta = nbformat.read(path, as_version=4).metadata.get("minivae", {})
+    return meta.get("source_sha256") == source_sha256(source)
+
+
+def write_notebooks(everything: bool = False) -> list[tuple[Path, float]]:
+    """Execute the tutorials whose notebook is stale (all with ``everything``) and write each next
+    to its source, outputs included. Returns (path, seconds) per notebook written."""
+    import nbformat
     written = []
     for source in tutorial_sources():
+        if not everything and is_current(source):
+            continue
+        t0 = time.perf_counter()
+        nb = execute_notebook(source)
         path = source.with_suffix(".ipynb")
-        jupytext.write(notebook_of(source), path, fmt="ipynb")
-        written.append(path)
+        nbformat.write(nb, path)
+        written.append((path, time.perf_counter() - t0))
+        print(f"wrote {path.relative_to(ROOT)} ({written[-1][1]:.0f}s)", flush=True)
     return written
 
 
 def stage(target: Path) -> None:
-    """The Sphinx source folder: conf, introduction, tutorials, notation, exercises, notebooks."""
+    """The Sphinx source folder: conf, introduction, the executed notebooks, notation, exercises."""
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
     for name in ("conf.py", "index.md"):
         shutil.copy(DOCS / name, target / name)
-    shutil.copytree(DOCS / "_templates", target / "_templates")
-    for source in tutorial_sources():
-        shutil.copy(source, target / source.name)
-    shutil.copy(TUTORIALS / "NOTATION.md", target / "NOTATION.md")
-    exercises = (TUTORIALS / "exercises" / "README.md").read_text()
-    (target / "exercises.md").write_text(exercises)
+    for folder in ("_templates", "_static"):
+        shutil.copytree(DOCS / folder, target / folder)
     downloads = target / "_downloads_extra"
     downloads.mkdir()
-    for source in tutorial_sources():  # offered on each page: the notebook to run yourself
+    for source in tutorial_sources():  # the page, and the notebook offered beside it
+        shutil.copy(source.with_suffix(".ipynb"), target / source.with_suffix(".ipynb").name)
         shutil.copy(source.with_suffix(".ipynb"), downloads / source.with_suffix(".ipynb").name)
+    shutil.copy(TUTORIALS / "NOTATION.md", target / "NOTATION.md")
+    (target / "exercises.md").write_text((TUTORIALS / "exercises" / "README.md").read_text())
 
 
-def build(full: bool = False) -> Path:
+def build() -> Path:
+    """Run the stale notebooks, then build the book from the executed notebooks."""
+    t0 = time.perf_counter()
+    write_notebooks()
     src, out = BUILD / "src", BUILD / "html"
     stage(src)
-    env = dict(os.environ)
-    if not full:
-        env["MINIVAE_QUICK"] = "1"
-    env["MINIVAE_FIGURES"] = tempfile.mkdtemp(prefix="minivae-book-figures-")
-    t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-q", "-W", "--keep-going",
-                           "-E", str(src), str(out)], env=env)
+                           "-E", str(src), str(out)])
     if proc.returncode != 0:
         raise SystemExit(f"the book did not build (sphinx exit code {proc.returncode})")
-    print(f"built {out / 'index.html'} in {time.perf_counter() - t0:.0f}s "
-          f"({'full' if full else 'quick'} mode)")
+    print(f"built {out / 'index.html'} in {time.perf_counter() - t0:.0f}s")
     return out
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", nargs="?", default="book", choices=["book", "notebooks"])
-    parser.add_argument("--full", action="store_true", help="run the tutorials at full size")
+    parser.add_argument("--all", action="store_true", help="with notebooks: run every tutorial again")
     args = parser.parse_args(argv)
     if args.what == "notebooks":
-        for path in write_notebooks():
-            print(f"wrote {path.relative_to(ROOT)}")
+        written = write_notebooks(everything=args.all)
+        print(f"{len(written)} notebook(s) written" + ("" if written else ": all were current"))
         return 0
-    build(args.full)
+    build()
     return 0
 
 

@@ -55,7 +55,8 @@ def environment() -> list[tuple[str, str]]:
     import numpy as np
     from threadpoolctl import threadpool_info
 
-    rows = [("Python", f"{platform.python_version()} ({sys.executable})"),
+    rows = [("Python", platform.python_version()),
+            ("interpreter", sys.executable),
             ("minivae", _version("minivae")),
             ("NumPy", np.__version__),
             ("array-api-compat", _version("array-api-compat")),

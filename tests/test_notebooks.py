@@ -1,6 +1,7 @@
 """Every tutorial as a learner meets it in Jupyter: converted from its percent-format source by jupytext
-and executed cell by cell in a real kernel (nbclient), in quick mode. No cell may fail, and every
-cell that draws must show its figure inline. Slow suite: python -m pytest -m slow."""
+and executed cell by cell in a real kernel (nbclient), in its default mode, the run its text
+describes, so every claim is asserted. No cell may fail, every cell that draws must show its figure
+inline, and nothing may say it ran in quick mode. Slow suite: python -m pytest -m slow."""
 
 import os
 import re
@@ -19,8 +20,9 @@ DRAWS = re.compile(r"\btut\.(save|show)\(")
 def execute(path: Path, figures: Path):
     """The executed notebook of one tutorial, run in its own folder as Jupyter would."""
     nb = jupytext.read(path)
-    env = {"MINIVAE_QUICK": "1", "MINIVAE_FIGURES": str(figures)}
-    old = {k: os.environ.get(k) for k in env}
+    env = {"MINIVAE_FIGURES": str(figures)}
+    old = {k: os.environ.get(k) for k in (*env, "MINIVAE_QUICK")}
+    os.environ.pop("MINIVAE_QUICK", None)
     os.environ.update(env)  # the kernel inherits the environment
     try:
         nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
@@ -40,7 +42,11 @@ def inline_images(cell) -> int:
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
 def test_tutorial_runs_as_a_notebook_with_its_figures_inline(path, tmp_path):
+    import json
+    import time
+    t0 = time.perf_counter()
     nb = execute(path, tmp_path)
+    seconds = time.perf_counter() - t0
     drawing = [c for c in nb.cells if c.cell_type == "code" and DRAWS.search(c.source)]
     assert drawing, "a tutorial without a figure"
     for cell in drawing:
@@ -48,4 +54,6 @@ def test_tutorial_runs_as_a_notebook_with_its_figures_inline(path, tmp_path):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
-    print(f"{path.stem}: {sum(inline_images(c) for c in nb.cells)} inline figures")
+    text = json.dumps([o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])])
+    assert "QUICK MODE" not in text and "[full run only]" not in text and "does NOT hold" not in text
+    print(f"{path.stem}: {sum(inline_images(c) for c in nb.cells)} inline figures, {seconds:.0f}s")

@@ -244,3 +244,19 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(run, tm
     assert "stopped before its first checkpoint: starting it from the beginning" in capsys.readouterr().out
     mine, theirs = load_checkpoint(copy)[0], load_checkpoint(run)[0]
     assert all((mine[k] == theirs[k]).all() for k in theirs)  # the run it would have been
+
+
+def test_run_json_records_the_data_the_run_was_trained_on(tmp_path, capsys):
+    """Tutorial 7's "Try this": a run trained with train(..., data=ds) is evaluated from the command
+    line on the same data set, whatever TrainConfig.dataset said."""
+    from minivae import VAEConfig
+    from minivae.data import make_bars
+    from minivae.train import TrainConfig, train
+    out = tmp_path / "bars-run"
+    train(VAEConfig(x_dim=16, hidden=(8,), z_dim=2), TrainConfig(epochs=1, batch_size=50), out,
+          data=make_bars(n=200), progress=False, log=lambda *a: None)
+    record = json.loads((out / "run.json").read_text())
+    assert record["train"]["dataset"] == "bars" and record["data"]["name"] == "bars"
+    assert record["data"]["n_train"] == 200 and record["data"]["x_dim"] == 16
+    assert main(["evaluate", str(out), "--k", "5", "--limit", "20"]) == 0
+    assert "bars test set, 20 examples" in capsys.readouterr().out

@@ -32,17 +32,31 @@ def test_tutorial_is_in_percent_format(path):
 
 # --- the notebooks beside the sources, and copying them into a learner's folder --------------------
 
-def test_the_committed_notebooks_are_generated_from_the_sources():
-    """The .py files are the single source; `python docs/build.py notebooks` makes the .ipynb files."""
+QUICK_TEXT = ("QUICK MODE", "[full run only]", "does NOT hold")
+
+
+def test_the_committed_notebooks_are_the_executed_sources():
+    """The .py files are the single source; each .ipynb is that source run by default in a kernel
+    (`python docs/build.py notebooks`), with its outputs, never in quick mode."""
+    import hashlib
+    import json
     jupytext = pytest.importorskip("jupytext", reason="the docs extra is not installed")
     for path in TUTORIALS:
         source = jupytext.read(path)
-        committed = jupytext.read(path.with_suffix(".ipynb"))
-        assert [(c.cell_type, c.source) for c in committed.cells] == \
-            [(c.cell_type, c.source) for c in source.cells], \
-            f"{path.with_suffix('.ipynb').name} is out of date: run python docs/build.py notebooks"
-        assert committed.metadata["kernelspec"]["name"] == "python3"
-        assert all(not c.get("outputs") for c in committed.cells if c.cell_type == "code")
+        committed = json.loads(path.with_suffix(".ipynb").read_text())
+        stale = f"{path.with_suffix('.ipynb').name} is out of date: run python docs/build.py notebooks"
+        assert committed["metadata"].get("minivae", {}).get("source_sha256") == \
+            hashlib.sha256(path.read_bytes()).hexdigest(), stale
+        assert [(c["cell_type"], "".join(c["source"])) for c in committed["cells"]] == \
+            [(c.cell_type, c.source) for c in source.cells], stale
+        assert committed["metadata"]["kernelspec"]["name"] == "python3"
+        code = [c for c in committed["cells"] if c["cell_type"] == "code"]
+        assert all(c["execution_count"] for c in code), f"{path.stem}: a cell was not executed"
+        outputs = [o for c in code for o in c["outputs"]]
+        assert not [o for o in outputs if o["output_type"] == "error"]
+        assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.stem}: no figure shipped"
+        text = json.dumps(outputs)
+        assert not [t for t in QUICK_TEXT if t in text], f"{path.stem} was executed in quick mode"
 
 
 def test_tutorials_command_copies_and_never_overwrites(tmp_path, capsys):

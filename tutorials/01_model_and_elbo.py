@@ -55,7 +55,7 @@ QUICK, FIGURES = tut.quick, tut.figures
 # $\theta$ (the decoder) and $\phi$ (the encoder) are shared by all of them. Solid arrows are the
 # generative model $p(z)\,p_\theta(x\mid z)$; the dashed arrow is the inference model $q_\phi(z\mid x)$.
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Circle, Rectangle
 

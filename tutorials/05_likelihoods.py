@@ -134,7 +134,7 @@ for sigma in (1.0, 0.1):
     assert abs(logp - mse_form) < 1e-10
 
 # %% [markdown]
-# ## Training all five on the same data
+# ## Training all seven on the same data: five likelihoods, and two binarizations
 # The 8x8 digits take only 17 gray levels, and a continuous density can put infinite density on a
 # discrete value (a per-pixel variance shrinking to 0 on always-black border pixels). So we
 # *dequantize*: $x' = (16x + u)/17$ with $u\sim U(0,1)$, which spreads each level over an interval

@@ -39,10 +39,11 @@ QUICK, FIGURES = tut.quick, tut.figures
 # ## Data from a pPCA model, and the pPCA maximum log-likelihood
 
 # %%
-D_, Z_, N = 10, 2, 2000
+D_, Z_data, N = 10, 2, 2000
+Z_ = 2  # the model's latent size (the data were made with Z_data dimensions)
 rng = np.random.default_rng(0)
-W_true = rng.standard_normal((Z_, D_))
-X = rng.standard_normal((N, Z_)) @ W_true + 0.5 * rng.standard_normal((N, D_)) + 3.0
+W_true = rng.standard_normal((Z_data, D_))
+X = rng.standard_normal((N, Z_data)) @ W_true + 0.5 * rng.standard_normal((N, D_)) + 3.0
 S = np.cov(X, rowvar=False, bias=True)
 lam = np.sort(np.linalg.eigvalsh(S))[::-1]
 sigma2_ml = lam[Z_:].mean()
@@ -134,6 +135,6 @@ tut.save(fig, "linear_vae_vs_ppca.png")
 # - Of the rotations that share that maximum, training picks the one whose posterior is diagonal
 #   (orthogonal rows of $W$), the only one a diagonal $q$ can match.
 #
-# **Try this.** (1) Set `Z_ = 3` for data made with 2 latent dimensions: predict $\sigma^2$ and the
+# **Try this.** (1) Set the model's `Z_ = 3` (the data keep `Z_data = 2`): predict $\sigma^2$ and the
 # third eigenvalue the model learns. (2) Replace the shared variance by `variance="fixed", sigma=1.0`:
 # is the ELBO still tight, and is it still the pPCA optimum?

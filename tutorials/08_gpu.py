@@ -171,7 +171,8 @@ tut.save(fig, "step_times.png")
 from minivae import doctor
 
 for label, value in doctor.environment():
-    print(f"{label:<18}{value}")
+    if label != "interpreter":  # the path of this machine's Python, which says nothing to a reader
+        print(f"{label:<18}{value}")
 
 # %% [markdown]
 # ## Summary
