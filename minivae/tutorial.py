@@ -32,6 +32,39 @@ def in_notebook() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
+# Figures are shown at the width of a text column: about 650 px in the book at 1280 px, less in
+# JupyterLab's narrower panes than its wide ones. A wide figure shrinks, and its text with it; below
+# 9 px a legend cannot be read. ``legible`` enlarges a figure's text so that it is shown at 9 px or more.
+COLUMN_PX = 650
+LEGIBLE_PX = 9.0
+
+
+def smallest_text_px(fig, column_px: float = COLUMN_PX) -> float:
+    """The smallest text of ``fig`` in screen pixels when the figure is shown ``column_px`` wide."""
+    import matplotlib.text
+    sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text() and t.get_visible()]
+    return min(sizes, default=LEGIBLE_PX * 72) / 72 * column_px / fig.get_size_inches()[0]
+
+
+def legible(fig) -> None:
+    """Raise every text of ``fig`` that would show below LEGIBLE_PX to that size (larger text is
+    left alone), then lay the figure out again."""
+    import warnings
+
+    import matplotlib.text
+    if smallest_text_px(fig) >= LEGIBLE_PX:
+        return
+    minimum_pt = LEGIBLE_PX * 72 * fig.get_size_inches()[0] / COLUMN_PX
+    for text in fig.findobj(matplotlib.text.Text):
+        text.set_fontsize(max(text.get_fontsize(), minimum_pt))
+    with warnings.catch_warnings():  # a hand-placed layout keeps its places
+        warnings.simplefilter("ignore")
+        try:
+            fig.tight_layout()
+        except Exception:  # noqa: BLE001 - some layouts cannot be tightened; the text is enlarged anyway
+            pass
+
+
 @dataclass
 class Tutorial:
     number: str
@@ -45,6 +78,7 @@ class Tutorial:
 
         from .plots import save_figure
         path = self.figures / name
+        legible(fig)
         save_figure(fig, path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         self.show(path)  # the saved PNG itself, so it shows whatever matplotlib backend the kernel has

@@ -141,3 +141,43 @@ def test_the_learner_install_runs_every_notebook(tmp_path):
                          env=env, timeout=1500)
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
     assert ran.stdout.count("ok ") == 8
+
+
+def test_figure_text_is_legible_at_the_books_column_width():
+    """A wide figure shrinks to the column (650 px): Tutorial.save raises text that would show
+    below 9 px, and leaves larger text alone."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from minivae.tutorial import LEGIBLE_PX, legible, smallest_text_px
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for ax in axes:
+        ax.plot([0, 1], [0, 1], label="a curve")
+        ax.legend(fontsize=7)
+        ax.set_title("a title", fontsize=20)
+    assert smallest_text_px(fig) < 5
+    legible(fig)
+    assert smallest_text_px(fig) >= LEGIBLE_PX - 1e-9
+    assert axes[0].title.get_fontsize() == 20  # larger text is left alone
+    plt.close(fig)
+
+
+def test_the_try_this_commands_run_as_the_tutorials_say(tmp_path, capsys, monkeypatch):
+    """The command lines the tutorials' "Try this" prompts give a learner (5.3, 7.1, 7.2, 8.1), on
+    small settings: each runs and prints what the prompt asks the learner to read."""
+    from minivae.__main__ import main
+    small = ["--hidden", "16", "--batch-size", "128", "--epochs", "2", "--no-progress"]
+    binary, gray = tmp_path / "binary", tmp_path / "gray"
+    assert main(["train", "--binarize", "dynamic", "--out", str(binary), *small]) == 0         # 5.3
+    assert main(["train", "--out", str(gray), *small]) == 0                                    # 7.2
+    capsys.readouterr()
+    assert main(["evaluate", str(binary), "--k", "20", "--limit", "50"]) == 0                  # 5.3, 7.1
+    out = capsys.readouterr().out
+    assert "log p(x) >= L_20" in out and "active units" in out
+    assert main(["evaluate", str(gray), "--k", "20", "--limit", "50"]) == 0                    # 7.2
+    assert "not bounds on a log-likelihood" in capsys.readouterr().out
+    import minivae.doctor as D
+    monkeypatch.setattr(D, "SPEED_ROWS", 1000)  # the command, not the timings, is under test
+    assert main(["doctor", "--backend", "strict", "--no-tests"]) == 0                          # 8.1
+    assert "verdict" in capsys.readouterr().out

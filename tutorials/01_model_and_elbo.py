@@ -50,7 +50,7 @@ QUICK, FIGURES = tut.quick, tut.figures
 
 # %% [markdown]
 # ## The model as a picture
-# Left: the computation for one image, as minivae runs it (`vae.forward`). Right: the graphical model.
+# Top: the computation for one image, as minivae runs it (`vae.forward`). Below: the graphical model.
 # The plate says "repeated for each of the $N$ images": each $x^{(i)}$ has its own $z^{(i)}$, while
 # $\theta$ (the decoder) and $\phi$ (the encoder) are shared by all of them. Solid arrows are the
 # generative model $p(z)\,p_\theta(x\mid z)$; the dashed arrow is the inference model $q_\phi(z\mid x)$.
@@ -70,21 +70,23 @@ def arrow(ax, a, b, style="-|>", ls="-"):
     ax.add_patch(FancyArrowPatch(a, b, arrowstyle=style, mutation_scale=12, lw=1.2, ls=ls))
 
 
-fig, (left, right) = plt.subplots(1, 2, figsize=(13, 3.6), gridspec_kw={"width_ratios": [3, 1]})
+fig = plt.figure(figsize=(9, 5.4))
+grid = fig.add_gridspec(2, 3, height_ratios=[1.15, 1])
+left, right = fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, 1])
 steps = [(0.9, "image $x$\n(B, D)", "#eeeeee"), (3.0, "encoder $q_\\phi$\nMLP", "#dbe8f5"),
          (5.1, "$\\mu$, $\\log\\sigma^2$\n(B, Z) each", "#dbe8f5"),
          (7.4, "$z = \\mu + e^{0.5\\log\\sigma^2}\\odot\\epsilon$\n$\\epsilon\\sim N(0, I)$", "#fde9c9"),
          (9.9, "decoder $p_\\theta$\nMLP", "#e3f1df"), (12.0, "$\\log p_\\theta(x\\mid z)$\nreconstruction", "#e3f1df")]
 for (xpos, text, color), nxt in zip(steps, steps[1:] + [None]):
     wide = "epsilon" in text  # the sampling box holds a formula
-    box(left, (xpos, 1.0), text, color, w=2.5 if wide else 1.7)
+    box(left, (xpos, 1.0), text, color, w=2.5 if wide else (1.95 if nxt is None else 1.7))
     if nxt:
         arrow(left, (xpos + (1.25 if wide else 0.85), 1.0), (nxt[0] - (1.25 if "epsilon" in nxt[1] else 0.85), 1.0))
 box(left, (5.0, -0.6), "KL$(q(z\\mid x)\\,\\|\\,p(z))$\nclosed form", "#f6dede", w=2.4)
 arrow(left, (5.0, 0.6), (5.0, -0.2))
 left.text(8.5, -0.6, "ELBO = reconstruction $-$ KL", fontsize=10, ha="center",
           bbox=dict(fc="white", ec="0.5"))
-left.set_xlim(-0.2, 13.1)
+left.set_xlim(-0.2, 13.2)
 left.set_ylim(-1.3, 1.8)
 left.axis("off")
 left.set_title("one training step: $x \\to q_\\phi \\to z \\to p_\\theta \\to$ the ELBO")
@@ -202,8 +204,7 @@ for i, r in enumerate(results):
 # within its standard error, and the importance-weighted bound closes the gap to $\log p(x)$ as $k$ grows.
 # Each $\mathcal L_k$ below is an *estimate* (the mean of 200 random ones): only its expectation is
 # guaranteed to lie below $\log p(x)$, so when $\mathcal L_k$ is within a standard error or two of
-# $\log p(x)$ (as $\mathcal L_{1000}$ is here, and $\mathcal L_{10}$ too in the quick run, whose small
-# model has a posterior close to Gaussian) an estimate can land slightly above it: that is noise.
+# $\log p(x)$ (as $\mathcal L_{1000}$ is here) an estimate can land slightly above it: that is noise.
 
 # %%
 x0 = examples[:1]
@@ -228,7 +229,7 @@ assert r0["elbo"] < lk.mean()
 # A picture of what the numbers say: the true posterior (from the grid) beside the encoder's Gaussian.
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
 for ax, r, x in zip(axes, results, examples):
     window = np.abs(z_grid - r["mu"]) < 8 * math.exp(0.5 * r["logvar"]) + 1
     ax.plot(z_grid[window], np.exp(r["log_post"][window]), label="$p(z\\mid x)$ (exact)")

@@ -113,8 +113,7 @@ for S, pv, sv, pw_mu, sf_mu in table:
 
 # %% [markdown]
 # In the VAE the score-function estimator's variance is hundreds of times the pathwise one's (about
-# 750 times in the full run; far more in the quick mode, whose barely trained decoder hardly depends
-# on $z$): it would need hundreds of times more samples for the same accuracy. The reason is visible in the
+# 750 times here): it would need hundreds of times more samples for the same accuracy. The reason is visible in the
 # formulas: the score function multiplies $f(z)$ (here about $-20$ nats, never centred) by a
 # zero-mean noise term, while the pathwise estimator uses the *gradient* of $f$, which carries the
 # direction information directly. A baseline (subtracting a constant from $f$) helps the score

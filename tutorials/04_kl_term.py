@@ -5,7 +5,7 @@
 # Carlo with standard errors, the bug the "logvar" notation invites, and what happens when the KL
 # wins: posterior collapse, the KL weight $\beta$ and its warm-up, measured.
 # **You need** tutorial 1 (the ELBO) and Gaussian densities. **Time** about 25 minutes; the code runs
-# in about 10 seconds (2 in quick mode). Symbols: [the notation page](NOTATION.md).
+# in about 20 seconds. Symbols: [the notation page](NOTATION.md).
 #
 # For $q = \mathcal N(\mu, \mathrm{diag}\,\sigma^2)$ and $p = \mathcal N(0, I)$, with $\sigma^2 = e^{\text{logvar}}$,
 #
@@ -173,7 +173,7 @@ assert curves[0.5, 0][0].min() > 0.2                                      # beta
 tut.full_size_claim(curves[1.0, 0][0][-1] > 1.0 and curves[1.0, 0][1][-1] == 2,
                     "with beta = 1 the KL recovers to over 1 nat with both units active")
 
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for (beta, warmup), (kl, active, _) in curves.items():
     style = dict(color={0.5: "tab:green", 1.0: "tab:blue", 4.0: "tab:red"}[beta], ls="-" if warmup == 0 else "--")
     x = np.arange(1, len(kl) + 1)

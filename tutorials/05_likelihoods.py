@@ -4,8 +4,8 @@
 # **You will learn** what $\log p(x\mid z)$ is, number by number, for a Bernoulli and a Gaussian
 # decoder; why the Bernoulli formula is not a density on grayscale pixels; the continuous Bernoulli;
 # what "MSE loss" assumes; and the two legitimate fixes, a proper density or binarized data, trained
-# side by side. **You need** tutorial 1. **Time** about 30 minutes; the code runs in about a minute
-# (seconds in quick mode). Symbols: [the notation page](NOTATION.md).
+# side by side. **You need** tutorial 1. **Time** about 30 minutes; the code runs in about a minute.
+# Symbols: [the notation page](NOTATION.md).
 #
 # The decoder outputs the *parameters of a distribution* over $x$, and $\log p(x\mid z)$ is that
 # distribution's log-density at the data. "Bernoulli MLP" and "Gaussian MLP" in the paper's
@@ -99,7 +99,7 @@ for lam in (0.05, 0.3, 0.5, 0.7, 0.95):
     print(f"{lam:>8}{bern:>15.6f}{inv_c:>10.6f}{cb:>21.6f}{mean:>8.3f}")
     assert abs(bern - inv_c) < 1e-6 and abs(cb - 1) < 1e-6
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
 lams = np.linspace(0.001, 0.999, 999)
 etas = np.log(lams / (1 - lams))
 axes[0].plot(lams, D.continuous_bernoulli_log_norm(etas))
@@ -235,9 +235,10 @@ std = np.exp(0.5 * minivae.decode(pp["params"], minivae.encode(pp["params"], dq.
 fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
 for ax, img, title in zip(axes, (dq.x_test[0], minivae.likelihood_mean(minivae.decode(pp["params"], minivae.encode(pp["params"], dq.x_test[:1], pp["cfg"])[0], pp["cfg"]), pp["cfg"])[0], std[0]),
                           ("input", "mean head", "std head")):
-    ax.imshow(img.reshape(8, 8), cmap="gray")
+    shown = ax.imshow(img.reshape(8, 8), cmap="gray", **({} if title == "std head" else {"vmin": 0, "vmax": 1}))
     ax.set_title(title)
     ax.axis("off")
+fig.colorbar(shown, ax=axes[2], fraction=0.046, pad=0.04, label="predicted std")  # the std's own scale
 fig.tight_layout()
 tut.save(fig, "per_pixel_heads.png")
 print(f"mean predicted std on the border pixels {std.reshape(-1, 8, 8)[:, :, 0].mean():.4f}, "

@@ -100,7 +100,7 @@ tut.show(FIGURES / "samples.png")
 # %%
 import matplotlib.pyplot as plt
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
 for z, r in runs.items():
     seen = [int(row["epoch"]) * len(ds.x_train) for row in r["rows"]]
     axes[0].semilogx(seen, [-float(row["train_loss"]) for row in r["rows"]], label=f"$N_z$ = {z}")

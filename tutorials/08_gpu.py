@@ -181,4 +181,4 @@ for label, value in doctor.environment():
 # - On a device, reading a value is a synchronization: minivae reads losses in batches.
 #
 # **Try this.** (1) Run `python -m minivae doctor --backend strict`: the GPU checks, on the emulated
-# device. (2) Predict the float64/float32 time ratio at batch 1000, then add 1000 to the quick batches.
+# device. (2) Predict the float64/float32 time ratio at batch 1000, then compare it with the timings above.
