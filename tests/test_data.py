@@ -470,4 +470,4 @@ def test_the_loader_checks_each_files_declared_shape_before_reading_it(tiny_sour
         data.load_idx_dataset("tiny", data_dir=mine, progress=False)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert peak < 5_000_000, peak
+    assert peak < 32_000_000, peak  # the file declares 268 MB; reading it would cost that (plus a copy)
