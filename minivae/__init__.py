@@ -16,7 +16,7 @@ from .vae import (
     param_shapes,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # 0.2: checkpoints are one safetensors file (0.1 wrote an .npz + .json pair)
 
 __all__ = ["VAEConfig", "init_params", "loss_and_grads", "encode", "decode", "forward",
            "backward", "likelihood_mean", "log_likelihood", "param_shapes", "__version__"]
