@@ -28,7 +28,6 @@ import struct
 import sys
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 import zlib
