@@ -231,6 +231,19 @@ PLANTED = {
             ("= E_q[log p(x|z)]", lambda m: m.E_q(m.log_px_given_z)),
             ("= E_q[log p(x|z)]", lambda m: m.E_q(m.log_px_given_z))]},
          "but the chain must start at ELBO"),
+        # the two false passes a learner found: a chain that repeats its start (values alone agree),
+        # and a step whose text keeps the slip while its function computes the right value
+        (lambda: {**_correct_chains(), "elbo": [
+            ("ELBO", lambda m: m.E_q(lambda z: m.log_px_given_z(z) + m.log_prior(z) - m.log_q(z))),
+            ("= ELBO", lambda m: m.E_q(lambda z: m.log_px_given_z(z) + m.log_prior(z) - m.log_q(z))),
+            ("= ELBO", lambda m: m.E_q(lambda z: m.log_px_given_z(z) + m.log_prior(z) - m.log_q(z)))]},
+         "step 2 repeats step 1"),
+        (lambda: {**_correct_chains(), "elbo": [
+            ("ELBO", lambda m: m.E_q(lambda z: m.log_px_given_z(z) + m.log_prior(z) - m.log_q(z))),
+            ("= E_q[log p(x|z)] - E_q[q] + E_q[log p(z)]",
+             lambda m: m.E_q(m.log_px_given_z) - m.E_q(m.log_q) + m.E_q(m.log_prior)),
+            ("= E_q[log p(x|z)] - KL(q || p(z))", lambda m: m.E_q(m.log_px_given_z) - m.kl_q_prior())]},
+         "writes E_q[q], the expectation of a density where its log belongs"),
     ],
 }
 
@@ -392,6 +405,18 @@ def _tanh_in_place(dh, h):
     return da
 
 
+def _reparameterize_eps_in_place(dz, cache):
+    std, eps = cache
+    eps *= std                      # the cache's eps now holds std * eps
+    return dz.sum(0), 0.5 * (dz * eps).sum(0)
+
+
+def _kl_mu_in_place(dkl, cache):
+    mu, var = cache
+    mu *= dkl[:, None]              # the cache's mu now holds dkl * mu
+    return mu, dkl[:, None] * 0.5 * (var - 1.0)
+
+
 def _naive_softplus(dout, a):
     return dout * np.exp(a) / (1 + np.exp(a))
 
@@ -407,6 +432,8 @@ def _naive_bernoulli(dlogp, cache):
     ("tanh", lambda dh, h: (dh * (1 - h * h)).astype(np.float32), "is float32, right to"),
     ("tanh", lambda dh, h: dh * (1 - h * h) * (1 + 1e-6), "is close (relative error 1.0e-06) but not within"),
     ("tanh", lambda dh: dh, "could not be called with 2 argument(s)"),
+    ("reparameterize", _reparameterize_eps_in_place, "wrote into its input cache in place"),
+    ("kl", _kl_mu_in_place, "wrote into its input cache in place"),
     ("softplus", _naive_softplus, "exp(800) overflows to inf"),
     ("bernoulli", _naive_bernoulli, "exp(800) overflows to inf"),
 ])
@@ -422,3 +449,24 @@ def test_the_tanh_answer_that_mutates_dh_gets_its_values_graded_on_untouched_inp
     result = grade_function("tanh", _tanh_in_place)
     values = [r for r in result.rows if r.name == "da"]
     assert values and values[0].passed  # the values were right: only the in-place write is wrong
+
+
+def test_check_chain_at_the_end_of_a_notebook_cell_shows_its_rows():
+    """IPython shows a cell's last value with _repr_pretty_: check_chain's rows, not just a verdict."""
+    pretty = pytest.importorskip("IPython.lib.pretty", reason="IPython comes with the docs extra").pretty
+    from minivae.exercises import check_chain
+    shown = pretty(check_chain([("log p(x)", lambda m: m.log_px()), ("= log p(x) + 1", lambda m: m.log_px() + 1)]))
+    assert "step 1" in shown and "step 2" in shown and "differs from the step before" in shown
+    printed = check("linear", layers.linear_backward)
+    assert pretty(printed) == "<linear: passed>"  # check() printed the report already
+
+
+def test_a_float32_log_px_is_blamed_in_its_own_row_not_the_kls():
+    """A learner's log p(x) in float32 agrees to ~1e-7 and used to pass, while the KL computed from it
+    failed: now the float32 row itself says so."""
+    from minivae.exercises.derivations import grade_elbo_identity
+    ref = REFERENCE["elbo_identity"]
+    result = grade_elbo_identity({**ref, "log_px": lambda m: np.float32(ref["log_px"](m))})
+    rows = {r.name: r for r in result.rows}
+    assert not rows["log_px"].passed and "is a float32 number" in rows["log_px"].message
+    assert rows["elbo"].passed and rows["kl_to_posterior"].passed

@@ -129,6 +129,7 @@ def check(name: str, *functions, **named) -> GradeResult:
     given = dict(zip(entry.functions, functions), **named)
     result = grade_functions(name, given)
     print(result)
+    result.printed = True
     return result
 
 

@@ -104,11 +104,19 @@ def _value_row(name, got, want, variants: dict) -> GradeRow:
     if not math.isfinite(value):
         return GradeRow(name, None, False, f"{name} is {value}: NaN or inf (an exp that overflowed, a log of 0?)")
     err = abs(value - want) / max(1.0, abs(want))
+    if getattr(got, "dtype", None) == np.float32:  # blame the row that lost the digits, not a later one
+        return GradeRow(name, err, False, f"{name} is a float32 number ({value:.10g}): compute it in "
+                                          f"float64. float32 keeps about 7 digits, and a small quantity "
+                                          f"computed from it (the KL) inherits the error many times over", "error")
     if err < VALUE_TOLERANCE:
         return GradeRow(name, err, True, label="error")
     for slip, v in variants.items():
         if abs(value - v) / max(1.0, abs(v)) < 1e-6:
             return GradeRow(name, err, False, f"{name} = {value:.10g}, expected {want:.10g}: {slip}", "error")
+    if err < 1e-3:
+        return GradeRow(name, err, False, f"{name} = {value:.10g}, expected {want:.10g}: close (relative "
+                                          f"error {err:.1e}) but not within {VALUE_TOLERANCE:g}: a value "
+                                          f"rounded to float32 somewhere, or a coarser grid than the model's?", "error")
     return GradeRow(name, err, False, f"{name} = {value:.10g}, expected {want:.10g}", "error")
 
 

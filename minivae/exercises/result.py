@@ -23,6 +23,7 @@ class GradeResult:
     problem: str = ""
     source: str = ""    # the file that was graded, when one was
     notes: str = ""     # what the grader measured beside the verdict
+    printed: bool = False  # check() printed the report already
 
     @property
     def passed(self) -> bool:
@@ -42,5 +43,6 @@ class GradeResult:
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer, cycle):
-        # check() has printed the whole report; a notebook cell ending with it shows only the verdict
-        printer.text(f"<{self.exercise}: {'passed' if self.passed else 'not yet'}>")
+        # after check() printed the whole report, a notebook cell ending with it shows only the
+        # verdict; a result nobody printed (check_chain's) shows its rows
+        printer.text(f"<{self.exercise}: {'passed' if self.passed else 'not yet'}>" if self.printed else str(self))

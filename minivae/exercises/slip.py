@@ -85,6 +85,46 @@ STARTS = {
 }
 
 
+# Slips a step's *text* can keep while its function computes the right value (normalized text, see
+# _normal): the grader reads the text too, since the text is the derivation a reader follows.
+TEXT_SLIPS = {
+    "e_q(q(": "E_q[q(z|x)], the expectation of a density where its log belongs: E_q[log q(z|x)]",
+    "e_q(q)": "E_q[q], the expectation of a density where its log belongs: E_q[log q]",
+    "e_q(p(z))": "E_q[p(z)], the expectation of a density where its log belongs: E_q[log p(z)]",
+    "e_q(p(x|z))": "E_q[p(x|z)], the expectation of a density where its log belongs: E_q[log p(x|z)]",
+    "log(log": "a log of a log",
+    "+kl(q||p(z))": "+ KL(q || p(z)): the KL to the prior is subtracted",
+    "+kl(q(z|x)||p(z))": "+ KL(q(z|x) || p(z)): the KL to the prior is subtracted",
+}
+
+
+def _normal(text: str) -> str:
+    """A step's text without spaces, brackets unified and subscripts dropped, to compare forms."""
+    t = str(text).lower().replace(" ", "").lstrip("=")
+    for a, b in (("[", "("), ("]", ")"), ("{", "("), ("}", ")"), ("d_kl", "kl"), ("p_prior", "p"),
+                 ("q_phi", "q"), ("p_theta", "p"), ("\\mid", "|"), ("\\|", "||")):
+        t = t.replace(a, b)
+    return t
+
+
+def _form_problem(steps) -> str:
+    """What is wrong with a chain's texts, or "": each step must change the expression, the chain
+    must end somewhere other than where it started, and no text may keep a slip."""
+    texts = [_normal(text) for text, _ in steps]
+    for i in range(1, len(texts)):
+        if texts[i] == texts[i - 1]:
+            return (f"step {i + 1} repeats step {i} ({steps[i][0]!r}): each step must rewrite the "
+                    f"expression; the values alone cannot tell a derivation from a repetition")
+    if texts[-1] == texts[0]:
+        return "the chain ends where it started: it must reach its target form"
+    for i, text in enumerate(texts):
+        for pattern, why in TEXT_SLIPS.items():
+            if pattern in text:
+                return (f"step {i + 1} ({steps[i][0]!r}) writes {why}. Its function computes the "
+                        f"right value, but the text is the derivation: it must say what is computed")
+    return ""
+
+
 def grade_chains(chains: dict) -> GradeResult:
     """Grade a learner's ``{"kl_expansion": [...], "log_likelihood": [...], "elbo": [...]}``: each
     chain must start at its quantity, hold at every step, and have at least three steps."""
@@ -102,6 +142,9 @@ def grade_chains(chains: dict) -> GradeResult:
             rows.append(GradeRow(key, None, False, result.problem, ""))
             continue
         bad = [r for r in result.rows if not r.passed]
-        rows.append(GradeRow(key, None, not bad, "" if not bad else
-                             f"{bad[0].name}: {bad[0].message}", ""))
+        if bad:
+            rows.append(GradeRow(key, None, False, f"{bad[0].name}: {bad[0].message}", ""))
+            continue
+        form = _form_problem(steps)
+        rows.append(GradeRow(key, None, not form, form, ""))
     return GradeResult("find_the_slip", rows)
