@@ -161,6 +161,22 @@ assert best[("float32", 4)][0] > 1e-8 and best[("float32", 2)][0] > 1e-8  # floa
 # sum over many pixels and its third derivatives are larger, it lands at $10^{-9}$ to $10^{-8}$, too
 # close to the bar, which is why `minivae.gradcheck` uses the 4-point stencil with $h = 10^{-3}$
 # (its worst case over all 90 model configurations is about $1.5\times10^{-10}$).
+#
+# And the float32 columns' jump at the smallest steps (to about $10^{7}$ for the 4-point stencil)
+# says nothing about the gradient: the stencil stops taking the step it divides by. Its points
+# $a \pm h$ are stored in float32, whose numbers near $|a| \approx 1$ are about $10^{-7}$ apart, so
+# below that $a + h$ rounds back to $a$ (a step of 0) or, for the few small $|a|$, to a neighbouring
+# float32 (a step of a whole grid spacing). Dividing such differences by $h$ gives a numerical
+# "gradient" of zeros and rounding leftovers, and $\max|a - n| / \max|n|$ over a nearly zero $n$ is
+# enormous. The steps float32 actually takes, as multiples of $h$:
+
+# %%
+a32 = a64.astype(np.float32)
+for h in hs[-4:]:
+    taken = ((a32 + np.float32(h)).astype(np.float64) - a32.astype(np.float64)) / h
+    print(f"h = {h:.0e}: a + h - a is {np.count_nonzero(taken == 0)} times 0, otherwise "
+          f"{np.round(np.unique(taken[taken != 0]), 1).tolist()} times h")
+    assert not np.any(np.abs(taken - 1) < 0.1)  # never the step h that the stencil divides by
 
 # %%
 import matplotlib.pyplot as plt
