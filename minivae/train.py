@@ -278,8 +278,9 @@ class DeferredLosses:
         self.pending.append((epoch, step, global_step, batch_size, stats))
         return len(self.pending) >= self.sync_every
 
-    def read(self, progress: Progress, kept: str) -> None:
-        """Add the pending losses to ``progress``; TrainingDiverged naming the first bad step."""
+    def read(self, progress: Progress, kept) -> None:
+        """Add the pending losses to ``progress``; TrainingDiverged naming the first bad step and
+        ``kept()``, which says what checkpoint is left (asked only then: it lists the run folder)."""
         if not self.pending:
             return
         xp = namespace_of(self.pending[0][4])
@@ -290,7 +291,7 @@ class DeferredLosses:
             later = (f", and at {len(bad) - 1} later step(s) up to step {self.pending[bad[-1]][1] + 1}"
                      if len(bad) > 1 else "")
             raise TrainingDiverged(f"the loss became {value} at epoch {epoch + 1}, step {step + 1} "
-                                   f"(global step {g + 1}){later}; {kept}. Try a smaller --lr, or float64.")
+                                   f"(global step {g + 1}){later}; {kept()}. Try a smaller --lr, or float64.")
         progress.add(values, [B for _, _, _, B, _ in self.pending])
         self.pending.clear()
 
@@ -393,7 +394,7 @@ def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, ou
     def guard() -> None:
         """Every loss so far, then the parameters, must be finite before anything is evaluated or
         saved: no checkpoint is ever written from a diverged model."""
-        losses.read(at, kept())
+        losses.read(at, kept)
         if not _all_finite([optimizer.w]):
             raise TrainingDiverged(f"the parameters are no longer finite after global step "
                                    f"{at.global_step} although every loss was; not saved; {kept()}. "
@@ -436,7 +437,7 @@ def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, ou
                     if callback is not None:
                         callback(epoch, step, stats)
                     if due:
-                        losses.read(at, kept())
+                        losses.read(at, kept)
                         bar.set_postfix_str(f"-ELBO {at.mean(0):.3f}")
                     if stopping(stop):
                         break
