@@ -30,6 +30,20 @@ def test_tutorial_is_in_percent_format(path):
     assert "import minivae" in text or "from minivae" in text
 
 
+def test_nothing_a_user_sees_names_the_projects_background_documents():
+    """Tutorials, notebooks, exercises, the book's pages, README and the package quote a question or a
+    slip itself, never a background document by its number or a path outside the repository."""
+    import re
+    root = Path(__file__).resolve().parents[1]
+    named = re.compile(r"\bseeds?\s*#?\s*0\d\d\b|seeds/|\.\./shared", re.IGNORECASE)
+    seen = [p for pattern in ("README.md", "tutorials/**/*.py", "tutorials/**/*.md", "tutorials/*.ipynb",
+                              "docs/*.md", "docs/*.py", "docs/_static/*", "minivae/**/*.py")
+            for p in root.glob(pattern)]
+    assert len(seen) > 40
+    hits = [f"{p.relative_to(root)}: {m.group(0)!r}" for p in seen for m in named.finditer(p.read_text())]
+    assert not hits, hits
+
+
 # --- the notebooks beside the sources, and copying them into a learner's folder --------------------
 
 QUICK_TEXT = ("QUICK MODE", "[full run only]", "does NOT hold")

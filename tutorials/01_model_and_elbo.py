@@ -249,6 +249,111 @@ for i, r in enumerate(results):
     assert abs(second - r["elbo"]) < 1e-9
 
 # %% [markdown]
+# ## Why a $q$ at all: estimating $p(x)$ by sampling
+# $p(x) = \mathbb E_{p(z)}[p(x\mid z)]$ is an expectation, so the simplest estimate draws $z$ from the
+# prior and averages $p(x\mid z)$. It is unbiased; the trouble is its variance. By Bayes' rule
+# $p(x\mid z)/p(x) = p(z\mid x)/p(z)$, so the variance of one draw, relative to $p(x)^2$, is
+#
+# $$\frac{\mathrm{Var}_{p(z)}[p(x\mid z)]}{p(x)^2} = \mathbb E_{p(z)}\Big[\Big(\frac{p(z\mid x)}{p(z)}\Big)^2\Big] - 1
+#   = \chi^2\big(p(z\mid x)\,\|\,p(z)\big) \;\ge\; e^{\mathrm{KL}(p(z\mid x)\,\|\,p(z))} - 1,$$
+#
+# the chi-square divergence of the posterior from the prior (the inequality is Jensen's, applied to
+# $\log$). It grows *exponentially* in how much the image tells about $z$: most prior draws land where
+# $p(x\mid z)$ is tiny, and the few that hit the posterior decide the estimate. **Importance sampling**
+# draws from a proposal $r(z)$ close to the posterior instead and averages $w = p(x, z)/r(z)$; its
+# relative variance is $\chi^2(p(z\mid x)\,\|\,r)$, small when $r$ covers the posterior. The encoder's
+# $q(z\mid x)$ is that proposal, learned. Three proposals for the first image, each variance exact (by
+# quadrature, or by the argument given) and measured with 100,000 draws:
+#
+# - the prior $p(z)$;
+# - the encoder's $q(z\mid x)$. Its exact variance is *infinite*. The decoder's tanh units are bounded,
+#   so its logits are, and $p(x\mid z)$ never falls below some constant $c > 0$: the posterior keeps at
+#   least $c$ times the prior's $\mathcal N(0, 1)$ tails, while $q$ is a narrow Gaussian (standard
+#   deviation below 0.1). Out there a draw is astronomically rare and carries an astronomically large
+#   weight, and $\mathbb E_q[w^2] \ge c^2\!\int \mathcal N(z; 0, 1)^2/q(z)\,dz$, which diverges once $q$'s
+#   variance is below $\tfrac12$. The part from $|z| \le R$ grows without end as $R$ grows. 100,000 draws
+#   never meet such a point, so the measured variance is small, and misleading;
+# - a *defensive* mixture $r = 0.9\,q + 0.1\,p(z)$: every weight is at most $p(x, z)/(0.1\,p(z)) \le 10$,
+#   so the variance is finite, and within a factor of two of $q$'s measured one.
+
+# %%
+r = results[0]
+rng = np.random.default_rng(0)
+n_draws = 100_000
+std_q = math.exp(0.5 * r["logvar"])
+
+
+def log_mixture(z):
+    return np.logaddexp(math.log(0.9) + log_normal(z, r["mu"], r["logvar"]), math.log(0.1) + log_normal(z, 0.0, 0.0))
+
+
+from_q = rng.random(n_draws) < 0.9
+proposals = {  # name: (log r(z), 100,000 draws from r)
+    "prior p(z)": (lambda z: log_normal(z, 0.0, 0.0), rng.standard_normal(n_draws)),
+    "encoder q(z|x)": (lambda z: log_normal(z, r["mu"], r["logvar"]), r["mu"] + std_q * rng.standard_normal(n_draws)),
+    "0.9 q + 0.1 p(z)": (log_mixture, np.where(from_q, r["mu"] + std_q * rng.standard_normal(n_draws),
+                                                 rng.standard_normal(n_draws))),
+}
+log_prior = log_normal(z_grid, 0.0, 0.0)
+log_joint = r["log_px_z"] + log_prior
+
+
+def log_relative_second_moment(log_r, inside=slice(None)):
+    """log (E_r[w^2] / p(x)^2), w = p(x, z) / r(z), by quadrature over the grid points `inside`."""
+    return logsumexp(2 * log_joint[inside] - log_r[inside]) + math.log(dz) - 2 * r["log_px"]
+
+
+# Why q's variance is infinite: the decoder's tanh units lie in [-1, 1], so every logit is at most
+# M_d = sum_j |W_out[j, d]| + |b_out[d]| in size, and p(x|z) >= c = prod_d sigmoid(-M_d) > 0 for EVERY z.
+# Then E_q[w^2] >= c^2 * integral of N(z; 0, 1)^2 / q(z) dz, which diverges when q's variance is below 1/2.
+logit_bound = np.abs(params["dec.W_out"]).sum(axis=0) + np.abs(params["dec.b_out"])
+log_c = float(-np.logaddexp(0.0, logit_bound).sum())        # log prod_d sigmoid(-M_d)
+assert np.all(r["log_px_z"] >= log_c)
+q_diverges = math.exp(r["logvar"]) < 0.5
+print(f"p(x|z) >= e^{log_c:.0f} for every z, and q's variance is {math.exp(r['logvar']):.4f}"
+      + (" < 1/2: E_q[w^2] is infinite" if q_diverges else ""))
+exact, measured, estimates = {}, {}, {}
+for name, (log_r, z) in proposals.items():
+    log_w = minivae.log_likelihood(params, examples[:1], z[:, None, None], cfg)[:, 0] + log_normal(z, 0.0, 0.0) - log_r(z)
+    w = np.exp(log_w - r["log_px"])                  # weights relative to p(x): their mean estimates 1
+    measured[name], estimates[name] = float(w.var()), float(w.mean())
+    diverges = name == "encoder q(z|x)" and q_diverges
+    exact[name] = math.inf if diverges else math.expm1(log_relative_second_moment(log_r(z_grid)))  # chi^2(p(z|x) || r)
+for name in proposals:
+    print(f"{name:<17} estimate / p(x) {estimates[name]:.4f}; relative variance per draw: exact {exact[name]:<7.4g}"
+          f" measured {measured[name]:<7.4g} draws for a 1% error: "
+          + (f"{exact[name] / 0.01 ** 2:,.0f}" if math.isfinite(exact[name]) else "no number suffices"))
+kl_post_prior = float(np.sum(np.exp(r["log_post"]) * dz * (r["log_post"] - log_prior)))
+print(f"KL(p(z|x) || p(z)) = {kl_post_prior:.3f} nats: e^KL - 1 = {math.expm1(kl_post_prior):.3f} <= "
+      f"chi^2 = {exact['prior p(z)']:.3f}")
+for R in (1, 2, 4, 8):
+    m2 = log_relative_second_moment(r["log_q"], np.abs(z_grid) <= R)
+    print(f"  the encoder's E_q[w^2] / p(x)^2 from |z| <= {R} alone: " + (f"e^{m2:.0f}" if m2 > 30 else f"{math.exp(m2):.3g}"))
+twenty = (1 + exact["prior p(z)"]) ** 20 - 1    # chi^2 of a product of 20 independent copies
+print(f"twenty independent latent dimensions like this one: the prior's relative variance {twenty:.1e}")
+assert exact["prior p(z)"] >= math.expm1(kl_post_prior)                    # chi^2 >= e^KL - 1
+assert abs(measured["prior p(z)"] / exact["prior p(z)"] - 1) < 0.1         # sampling sees the quadrature's number
+assert abs(measured["0.9 q + 0.1 p(z)"] / exact["0.9 q + 0.1 p(z)"] - 1) < 0.25
+assert measured["encoder q(z|x)"] < exact["0.9 q + 0.1 p(z)"] < 2 * measured["encoder q(z|x)"]  # q looks best
+var_log_w = float(np.sum(r["q"] * (log_joint - r["log_q"] - r["elbo"]) ** 2))   # Var_q[log w], exact
+print(f"Var_q[log w] = {var_log_w:.4f}: the ELBO's and L_K's estimates average log w, not w")
+assert var_log_w < 1
+advantage = exact["prior p(z)"] / exact["0.9 q + 0.1 p(z)"]
+print(f"the prior needs {advantage:.0f} times more draws than the mixture for the same error")
+tut.full_size_claim(q_diverges and 30 < advantage < 40 and 1.5 < kl_post_prior < 2.5 and 1e18 < twenty < 1e20,
+                    "q's variance is infinite; the prior needs 30-40 times more draws than the mixture; the image carries about 2 nats "
+                    "about z; twenty such dimensions: a relative variance near 1e19")
+
+# %% [markdown]
+# The prior is unbiased and its variance is finite, yet it needs 35 times more draws than the mixture
+# for the same error, and this is the easy case: the image says only about 2 nats about $z$ (it is one
+# of 8 bar patterns). For a product of independent dimensions the $1 + \chi^2$ multiply, so twenty
+# latent dimensions each like this one would give the prior a relative variance of $10^{19}$, and a
+# real image, which pins $z$ down far more, needs more still. That is why the VAE learns $q$: a proposal
+# fitted to each $x$ in one forward pass. Its light tails are harmless for what we actually train:
+# the ELBO and $\mathcal L_K$ average $\log w$, not $w$, and $\log w$ has a small, finite variance.
+
+# %% [markdown]
 # In training, the expectation $\mathbb E_q[\log p(x\mid z)]$ is not done by quadrature but estimated
 # with $L$ samples $z = \mu + \sigma\epsilon$. The library's estimate agrees with the exact value
 # within its standard error, and the importance-weighted bound closes the gap to $\log p(x)$ as $k$ grows.
@@ -354,7 +459,7 @@ tut.save(fig, "posteriors.png")
 # 5. **Names.** The decoder is $p_\theta(x\mid z)$, not $p_\theta(z\mid x)$ (that is the true posterior);
 #    the encoder is $q_\phi$, not $q_\theta$; and the expectation is over $q_\phi$, not $q_\theta$.
 # 6. **The gradient's subscripts.** $\nabla_\theta\,\mathbb E_{q_\phi}[\log p_\theta(x, z) - \log q_\phi(z\mid x)]
-#    = \mathbb E_{q_\phi}[\nabla_\theta \log p_\theta(x, z)]$, with $\nabla_\theta$ inside. Seed 002 writes
+#    = \mathbb E_{q_\phi}[\nabla_\theta \log p_\theta(x, z)]$, with $\nabla_\theta$ inside. One set of notes writes
 #    $\nabla_\phi$ inside the $\nabla_\theta$ equation; at a fixed $z$, $\log p_\theta(x, z)$ does not
 #    depend on $\phi$ at all, so that gradient is exactly zero.
 # 7. **q's arguments swapped.** $q_\phi(x\mid z)$ for $q_\phi(z\mid x)$. $q$ is a distribution over
@@ -362,7 +467,7 @@ tut.save(fig, "posteriors.png")
 # 8. **Standard deviation versus variance.** The text says $\mathcal N(\mu, \sigma^2 I)$; code such as
 #    `Normal(loc, scale)` takes the standard deviation, `scale = exp(0.5 * logvar)`. Passing the
 #    variance `exp(logvar)` as the scale is a different $q$, and a different KL.
-# 9. **A bracket in the wrong place.** Seed 002 writes $\mathbb E_{\epsilon}[\log q_\phi(\mu) + \sigma\epsilon]$
+# 9. **A bracket in the wrong place.** The same notes write $\mathbb E_{\epsilon}[\log q_\phi(\mu) + \sigma\epsilon]$
 #    where $\mathbb E_{\epsilon}[\log q_\phi(\mu + \sigma\epsilon)]$ is meant: the noise moved out of
 #    $q$'s argument. The first is $\log q(\mu) = -\frac12\log(2\pi\sigma^2)$; the second is minus the
 #    entropy, $-\frac12\log(2\pi e\sigma^2)$: they differ by exactly $\frac12$ nat.

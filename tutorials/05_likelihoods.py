@@ -44,8 +44,8 @@ import matplotlib.pyplot as plt
 # - **Gaussian decoder** (C.2): the heads give a mean $m_d$ and a log-variance $s_d$ per pixel, and
 #   $\log p(x\mid z) = \sum_d -\tfrac12\big[\log 2\pi + s_d + (x_d - m_d)^2 e^{-s_d}\big]$.
 #
-# ($z$ is a *sample* from $q(z\mid x)$, not "the parameters of the Gaussian" as the answer in seed
-# 001 says: the encoder's outputs are $\mu$ and $\log\sigma^2$, and $z = \mu + \sigma\epsilon$.)
+# ($z$ is a *sample* from $q(z\mid x)$, not "the parameters of the Gaussian" as one answer learners
+# find says: the encoder's outputs are $\mu$ and $\log\sigma^2$, and $z = \mu + \sigma\epsilon$.)
 
 # %%
 digits = data.load_digits()
