@@ -217,12 +217,153 @@ print("numeric gradient:", num, "\nelementwise relative error:", elementwise,
 assert rel_error(exact, num) < 1e-8
 
 # %% [markdown]
+# ## The whole VAE, backward, term by term
+# The `vae` exercise wires the pieces above into the whole model's backward pass. Here is the
+# derivation to read first. The forward pass, for a batch of $B$ images and $L$ samples each
+# (tanh hidden layers, a Bernoulli decoder; $\odot$ is elementwise):
+#
+# $$a = xW_0 + b_0,\; h = \tanh a,\; \mu = hW_\mu + b_\mu,\; \log\sigma^2 = hW_{\log\sigma^2} + b_{\log\sigma^2},
+#   \; z_l = \mu + \sigma\odot\epsilon_l,$$
+# $$a'_l = z_lW'_0 + b'_0,\; h'_l = \tanh a'_l,\; \mathrm{logits}_l = h'_lW'_{\mathrm{out}} + b'_{\mathrm{out}},$$
+# $$\ell = \frac1B\sum_b\Big[-\frac1L\sum_l \log p(x_b\mid \mathrm{logits}_{lb}) + \mathrm{KL}_b\Big],\qquad
+#   \mathrm{KL}_b = \tfrac12\textstyle\sum_j(\sigma^2_{bj} + \mu^2_{bj} - 1 - \log\sigma^2_{bj}).$$
+#
+# Walking backwards through the graph below, each line is one rule from above:
+#
+# 1. **Likelihood.** $\log p(x\mid\mathrm{logits}) = \sum_d x_d\,\mathrm{logits}_d - \mathrm{softplus}(\mathrm{logits}_d)$,
+#    so $d\,\mathrm{logits}_l = \frac{1}{LB}(y_l - x)$ with $y = \mathrm{sigmoid}(\mathrm{logits})$: the
+#    $-\frac1{LB}$ in front of each $\log p$ is the upstream gradient.
+# 2. **Output layer** (linear): $dW'_{\mathrm{out}} = \sum_l h'^\top_l\,d\,\mathrm{logits}_l$,
+#    $db'_{\mathrm{out}} = \sum_{l,b} d\,\mathrm{logits}$, $dh'_l = d\,\mathrm{logits}_l\,W'^\top_{\mathrm{out}}$.
+# 3. **Decoder trunk**: $da'_l = dh'_l\odot(1 - h'^2_l)$, then $dW'_0 = \sum_l z_l^\top da'_l$,
+#    $db'_0 = \sum_{l,b} da'$, and $dz_l = da'_l\,W'^\top_0$.
+# 4. **The sample** $z_l = \mu + e^{\frac12\log\sigma^2}\odot\epsilon_l$: $\mu$ and $\log\sigma^2$ feed all
+#    $L$ samples, so their gradients *sum* over $l$: $\sum_l dz_l$ and $\sum_l dz_l\odot\epsilon_l\odot\tfrac12\sigma$.
+# 5. **The KL**, with upstream gradient $\frac1B$: $\partial\mathrm{KL}/\partial\mu = \mu$,
+#    $\partial\mathrm{KL}/\partial\log\sigma^2 = \frac12(\sigma^2 - 1)$. $\mu$ and $\log\sigma^2$ feed
+#    both the sample and the KL, so the two paths **add**:
+#
+#    $$d\mu = \sum_l dz_l + \frac{\mu}{B}, \qquad
+#      d\log\sigma^2 = \tfrac12\,\sigma\odot\sum_l dz_l\odot\epsilon_l + \frac{\sigma^2 - 1}{2B}.$$
+# 6. **Encoder heads** (two linear layers on the same $h$): $dW_\mu = h^\top d\mu$,
+#    $dW_{\log\sigma^2} = h^\top d\log\sigma^2$ (biases: column sums), and since $h$ feeds both heads,
+#    $dh = d\mu\,W_\mu^\top + d\log\sigma^2\,W_{\log\sigma^2}^\top$.
+# 7. **Encoder trunk**: $da = dh\odot(1 - h^2)$, $dW_0 = x^\top da$, $db_0 = \sum_b da$. ($x$ is data:
+#    no gradient is needed for it.)
+#
+# Every gradient has the shape of what it differentiates; the sums over $l$ in steps 2-4 are the
+# fan-out rule again (the decoder's weights are used once per sample). In the figure, black arrows
+# are the forward pass and the red text at each node is the loss's gradient with respect to it.
+
+# %% tags=["hide-input"]
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+# name: (position, label, the gradient of the loss with respect to it, where that gradient is written
+#        (above or below the node, and shifted right by an optional dx))
+nodes = {
+    "x": ((0.5, 3.0), "$x$", "", None),
+    "a": ((2.2, 3.0), "$a$", "$da = dh\\odot(1-h^2)$", "above"),
+    "h": ((3.9, 3.0), "$h$", "$dh = d\\mu\\,W_\\mu^\\top + d\\log\\sigma^2\\,W_{\\log\\sigma^2}^\\top$", "below", -0.8),
+    "mu": ((5.9, 4.5), "$\\mu$", "$d\\mu = \\sum_l dz_l + \\mu/B$", "above"),
+    "logvar": ((5.9, 1.5), "$\\log\\sigma^2$",
+               "$d\\log\\sigma^2 = \\frac{\\sigma}{2}\\sum_l dz_l\\odot\\epsilon_l + \\frac{\\sigma^2-1}{2B}$", "below"),
+    "eps": ((7.9, 4.5), "$\\epsilon_l$", "", None),
+    "z": ((7.9, 3.0), "$z_l$", "$dz_l = da'_l\\,W_0'^\\top$", "above", 0.85),
+    "a'": ((9.6, 3.0), "$a'_l$", "$da' = dh'\\odot(1-h'^2)$", "below"),
+    "h'": ((11.3, 3.0), "$h'_l$", "$dh' = d\\mathrm{logits}\\,W_{out}'^\\top$", "above"),
+    "logits": ((13.0, 3.0), "logits$_l$", "$d\\mathrm{logits} = \\frac{y - x}{LB}$", "below"),
+    "logp": ((14.8, 3.0), "$\\log p(x|z_l)$", "$-\\frac{1}{LB}$", "above"),
+    "KL": ((9.6, 0.9), "KL", "$\\frac{1}{B}$", "below"),
+    "loss": ((14.8, 0.9), "$\\ell$", "1", "below"),
+}
+edges = [("x", "a"), ("a", "h"), ("h", "mu"), ("h", "logvar"), ("mu", "z"), ("logvar", "z"), ("eps", "z"),
+         ("z", "a'"), ("a'", "h'"), ("h'", "logits"), ("logits", "logp"), ("logp", "loss"), ("mu", "KL"),
+         ("logvar", "KL"), ("KL", "loss")]
+fig, ax = plt.subplots(figsize=(10, 5))
+for name, ((cx, cy), label, grad, where, *dx) in nodes.items():
+    color = ("#eeeeee" if name in ("x", "eps") else "#fde9c9" if name == "z" else
+             "#f6dede" if name in ("KL", "loss", "logp") else "#dbe8f5")
+    width = 1.75 if name == "logp" else 1.1
+    ax.add_patch(FancyBboxPatch((cx - width / 2, cy - 0.3), width, 0.6, boxstyle="round,pad=0.04", fc=color, ec="k"))
+    ax.text(cx, cy, label, ha="center", va="center", fontsize=10)
+    if grad:
+        ax.text(cx + sum(dx), cy + (0.6 if where == "above" else -0.62), grad, color="#b22222", fontsize=9,
+                ha="center", va="center")
+for src, dst in edges:
+    ax.add_patch(FancyArrowPatch(nodes[src][0], nodes[dst][0], arrowstyle="-|>", mutation_scale=12,
+                                 lw=1.1, shrinkA=20, shrinkB=20, color="0.25"))
+ax.set_xlim(-0.2, 15.8)
+ax.set_ylim(0.0, 5.4)
+ax.axis("off")
+ax.set_title("the VAE's graph: the forward pass in black; in red, the gradient of the loss at each node")
+tut.save(fig, "vae_graph.png")
+
+# %% [markdown]
+# The two steps the derivation is most often wrong at are step 1's factor and step 5's sum of two
+# paths. Both are checked here against finite differences on a small model, with the decoder's
+# $dz_l$ taken from finite differences too, so that nothing below trusts a backward function:
+# each formula above, written out, against the numerical gradient of the whole loss. And the
+# library's own backward pass, which is these seven steps, against the gradient check on every
+# parameter.
+
+# %%
+import minivae
+from minivae import VAEConfig
+from minivae.distributions import bernoulli_log_prob_forward, gaussian_kl_forward
+from minivae.gradcheck import check_model
+
+cfg = VAEConfig(x_dim=5, hidden=(4,), z_dim=2, n_samples=3)
+params = minivae.init_params(cfg, seed=0, dtype="float64", init="uniform")
+x = rng.uniform(size=(6, 5)).round()                       # B = 6 binary images
+eps = rng.standard_normal((cfg.n_samples, 6, cfg.z_dim))
+L, B = eps.shape[:2]
+mu, logvar = minivae.encode(params, x, cfg)
+
+
+def loss_of_logits(logits):                              # l as a function of the decoder's logits
+    return float(-np.sum(bernoulli_log_prob_forward(x, logits)[0]) / (L * B))
+
+
+def loss_of_head(mu=mu, logvar=logvar):                  # l as a function of the encoder's outputs
+    z = mu + np.exp(0.5 * logvar) * eps
+    return float(-np.sum(minivae.log_likelihood(params, x, z, cfg)) / (L * B)
+                 + np.sum(gaussian_kl_forward(mu, logvar)[0]) / B)
+
+
+logits = minivae.decode(params, mu + np.exp(0.5 * logvar) * eps, cfg)["logits"]    # (L, B, D)
+dlogits = (layers.sigmoid(logits) - x) / (L * B)                                   # step 1
+err_1 = rel_error(dlogits, numerical_gradient(lambda: loss_of_logits(logits), logits)[0])
+
+z = mu + np.exp(0.5 * logvar) * eps
+dz = numerical_gradient(lambda: -float(np.sum(minivae.log_likelihood(params, x, z, cfg))) / (L * B), z)[0]
+sigma = np.exp(0.5 * logvar)
+dmu = dz.sum(axis=0) + mu / B                                                     # step 5
+dlogvar = 0.5 * sigma * (dz * eps).sum(axis=0) + (sigma ** 2 - 1) / (2 * B)
+num_mu = numerical_gradient(lambda: loss_of_head(mu=mu), mu)[0]
+num_logvar = numerical_gradient(lambda: loss_of_head(logvar=logvar), logvar)[0]
+print(f"step 1, d logits = (y - x) / (L B):               relative error {err_1:.1e}")
+print(f"step 5, d mu = sum_l dz_l + mu / B:                relative error {rel_error(dmu, num_mu):.1e}")
+print(f"        d logvar = sigma/2 sum_l dz_l eps_l + ...: relative error {rel_error(dlogvar, num_logvar):.1e}")
+print(f"        without the KL's path:  {rel_error(dz.sum(axis=0), num_mu):.2f} and "
+      f"{rel_error(0.5 * sigma * (dz * eps).sum(axis=0), num_logvar):.2f};  "
+      f"without the sum over l (one sample's dz): {rel_error(dz[0] + mu / B, num_mu):.2f}")
+assert max(err_1, rel_error(dmu, num_mu), rel_error(dlogvar, num_logvar)) < 1e-8
+assert min(rel_error(dz.sum(axis=0), num_mu), rel_error(dz[0] + mu / B, num_mu)) > 1e-2
+report = check_model(cfg)
+print(f"the library's backward (the seven steps), every element of every parameter: max relative "
+      f"error {report.max_rel_error:.1e} over {len(report.rows)} tensors")
+assert report.passed
+
+# %% [markdown]
 # ## Summary
 # - A backward pass is the chain rule one layer at a time: each input's gradient has that input's shape,
 #   and an input used many times (a bias added to every row) collects a sum.
 # - Check it in float64 with a centred 4-point stencil, against $\max|a - n|/\max|n| < 10^{-8}$;
 #   float32 cannot resolve errors below about $10^{-6}$.
 # - `from minivae.exercises import check` grades your own function and names the usual mistakes.
+# - The whole VAE's backward pass is seven such steps; where a value feeds two places ($\mu$ and
+#   $\log\sigma^2$ feed the sample and the KL, $h$ feeds both heads) the gradients add. The `vae`
+#   exercise asks you to wire them.
 #
 # **Try this.** (1) Predict the elementwise relative error of a *correct* gradient at the dead ReLU
 # unit above, then change `a` so that no unit is dead and compare. (2) Run the error-versus-h sweep
