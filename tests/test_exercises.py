@@ -10,7 +10,7 @@ import pytest
 
 from minivae import distributions as D, exercises, layers, vae
 from minivae.exercises import REGISTRY, check, check_file, grade_function, grade_functions, main
-from minivae.exercises.derivations import reference_iwae, reference_kl, reference_score
+from minivae.exercises.derivations import reference_iwae, reference_iwae_weights, reference_kl, reference_score
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the planted overflows are the point
 REPO_EXERCISES = Path(__file__).resolve().parents[1] / "tutorials" / "exercises"
@@ -70,13 +70,14 @@ REFERENCE = {
     "elbo_identity": {"log_px": _log_px, "elbo": _elbo, "kl_to_posterior": _kl_post},
     "kl_general": {"kl_diag_gaussians": reference_kl},
     "iwae": {"iwae_bound": reference_iwae},
+    "iwae_gradient": {"iwae_weights": reference_iwae_weights},
     "score_function": {"score_function_gradient": reference_score},
     "find_the_slip": {"my_chains": _correct_chains},
 }
 
 
-def test_there_are_at_least_13_exercises_and_every_one_has_a_reference():
-    assert len(REGISTRY) >= 13 and set(REFERENCE) == set(REGISTRY)
+def test_there_are_fourteen_exercises_and_every_one_has_a_reference():
+    assert len(REGISTRY) == 14 and set(REFERENCE) == set(REGISTRY)
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
@@ -202,6 +203,16 @@ PLANTED = {
          "this column's weights spread by 3000: shifted by anything but its maximum"),
         (lambda w: np.log(np.mean(np.exp(w - w.max()), axis=0)) + w.max(),
          "the columns sit near +1e4, 0 and -1e4: shifted by one number for all columns"),
+    ],
+    "iwae_gradient": [
+        (lambda w: np.full_like(w, 1.0 / w.shape[0]), "gives every sample 1/K: that is the gradient of the ELBO"),
+        (lambda w: np.exp(w - w.max(0)), "divide each column by its sum"),
+        (lambda w: w.shape[0] * reference_iwae_weights(w), "K times too big"),
+        (lambda w: reference_iwae_weights(w.T).T, "normalized over the examples (axis 1)"),
+        (lambda w: np.exp(w) / np.exp(w).sum(0), "exp(log w) overflows or underflows; subtract each column's max"),
+        # shifted by one number for all columns: right at moderate weights, underflows the low columns
+        (lambda w: np.exp(w - w.max()) / np.exp(w - w.max()).sum(0), "at log-weights mixed scales"),
+        (lambda w: np.log(reference_iwae_weights(w)), "does not match"),
     ],
     "score_function": [
         (lambda f, z, mu, lv: (f[:, None] * (z - mu), reference_score(f, z, mu, lv)[1]),

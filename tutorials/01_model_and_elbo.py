@@ -400,6 +400,9 @@ assert r0["elbo"] < lk.mean()
 # Checked with numbers: the subset identity on one draw of 6 weights, and $\mathbb E[\mathcal L_K]$
 # for $K = 1, 2, 4, 8, 16$ from 4000 independent draws each: $\mathcal L_1$ is the exact ELBO within
 # its standard error, each rises above the one before, and the last stays below $\log p(x)$.
+#
+# (Training with $\mathcal L_K$ needs its gradient. The `iwae_gradient` exercise derives it: each sample's
+# $\nabla\log w_k$ is weighted by $w_k/\sum_j w_j$, where the ELBO gives every sample $1/K$.)
 
 # %%
 from itertools import combinations

@@ -1,4 +1,4 @@
-"""Exercises with a grader: eight backward passes and five derivations, each checked by numbers.
+"""Exercises with a grader: eight backward passes and six derivations, each checked by numbers.
 
 From a shell, in the folder ``python -m minivae tutorials DIR`` made (or with ``--dir``)::
 
@@ -80,6 +80,13 @@ REGISTRY.update({e.name: e for e in [
            "exp(1e4) is inf in float64. log mean exp(a) = m + log mean exp(a - m) for any m: pick m = max(a).",
            "Reduce over axis 0 (the K samples): one bound per example."),
           "minivae/bounds.py: logmeanexp and iwae_bound"),
+    Entry("iwae_gradient", ("iwae_weights",), lambda fns: derivations.grade_iwae_gradient(fns["iwae_weights"]),
+          ("L_K = log sum_k exp(a_k) - log K with a_k = log w_k: the -log K is a constant, its derivative is 0.",
+           "d/da_k log sum_j exp(a_j) = exp(a_k) / sum_j exp(a_j): each weight divided by its column's sum "
+           "(a softmax over the K samples, axis 0).",
+           "exp(1e4) overflows: exp(a_k - m) / sum_j exp(a_j - m) is the same ratio for any m; take m = the "
+           "column's max."),
+          "minivae/exercises/derivations.py: reference_iwae_weights"),
     Entry("score_function", ("score_function_gradient",),
           lambda fns: derivations.grade_score_function(fns["score_function_gradient"]),
           ("grad E_q[f] = E_q[f(z) grad log q(z)] (the log-derivative trick): only log q is differentiated.",

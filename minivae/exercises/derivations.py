@@ -1,5 +1,5 @@
 """Grading the derivation exercises: the ELBO identity, the general Gaussian KL, the importance-weighted
-bound, and the score-function estimator, each checked by numbers.
+bound and its gradient, and the score-function estimator, each checked by numbers.
 
 Every derivation is checked against an independent computation: quadrature on a fine grid for a
 one-dimensional latent (where log p(x) and the true posterior are exact), closed forms, or a
@@ -327,6 +327,100 @@ def _iwae_properties(fn) -> list:
                          + ("" if rising and below else ": it should rise with k and stay below log p(x)"),
                          label=""))
     return rows
+
+
+# --- 3b. the importance-weighted bound's gradient: self-normalized weights ---------------------
+
+def reference_iwae_weights(log_w):
+    """d L_K / d log_w[k] per column: the self-normalized weights w_k / sum_j w_j, computed stably."""
+    w = np.exp(log_w - np.max(log_w, axis=0, keepdims=True))
+    return w / np.sum(w, axis=0, keepdims=True)
+
+
+def _numerical_iwae_weights(log_w, h: float = 1e-4) -> np.ndarray:
+    """d L_K / d log_w by the 4-point stencil, one entry at a time: the derivation's independent check."""
+    grad = np.zeros_like(log_w)
+    for idx in np.ndindex(*log_w.shape):
+        values = []
+        for step in (2 * h, h, -h, -2 * h):
+            shifted = log_w.copy()
+            shifted[idx] += step
+            values.append(reference_iwae(shifted)[idx[1]])
+        grad[idx] = (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * h)
+    return grad
+
+
+def grade_iwae_gradient(fn) -> GradeResult:
+    """The learner's d L_K / d log_w against finite differences of L_K, then at extreme log-weights,
+    then used to follow the bound's gradient with respect to q's mean on an exactly known model."""
+    g = np.random.default_rng(2)
+    moderate = g.standard_normal((6, 4)) * 2 - 10
+    cases = {"(finite diff.)": (moderate, _numerical_iwae_weights(moderate)),
+             "near +1e4": (g.standard_normal((7, 5)) * 5 + 1e4, None),
+             "near -1e4": (g.standard_normal((7, 5)) * 5 - 1e4, None),
+             "spread 3000": (g.uniform(-1500, 1500, (7, 5)), None),
+             "mixed scales": (g.standard_normal((7, 5)) + np.array([1e4, 0.0, -1e4, 5e3, -5e3]), None)}
+    rows = []
+    for label, (log_w, want) in cases.items():
+        want = reference_iwae_weights(log_w) if want is None else want
+        got, problem = call_learner(fn, {}, log_w.copy())
+        if problem:
+            return GradeResult("iwae_gradient", rows, problem)
+        K = log_w.shape[0]
+        slips = {
+            "gives every sample 1/K: that is the gradient of the ELBO's estimate, the mean of log w. "
+            "L_K is the log of a mean: differentiate log sum_j exp(log w_j)":
+                np.full_like(log_w, 1.0 / K),
+            "is the weights w_k themselves (exp of log w, perhaps shifted): divide each column by its sum. "
+            "d/da_k log sum_j exp(a_j) = exp(a_k) / sum_j exp(a_j)":
+                np.exp(log_w - np.max(log_w, axis=0, keepdims=True)),
+            "is K times too big: the 1/K of the mean drops out of the log's derivative":
+                K * reference_iwae_weights(log_w),
+            "is normalized over the examples (axis 1), not over the K samples of each example (axis 0)":
+                reference_iwae_weights(log_w.T).T,
+        }
+        hint = "one weight per log-weight: the same (K, B) shape as log_w"
+        row = _array_row(f"weights {label}", got, want, slips, hint)
+        if not row.passed and label != "(finite diff.)" and (
+                "NaN or inf" in row.message or "does not match" in row.message):
+            row.message += (f": at log-weights {label}, exp(log w) overflows or underflows; subtract each "
+                            f"column's max before exp (the ratio w_k / sum_j w_j does not change)")
+        rows.append(row)
+    if all(r.passed for r in rows):
+        rows += _iwae_gradient_in_mu(fn)
+    return GradeResult("iwae_gradient", rows, notes=(
+        "weights (finite diff.) is your answer against finite differences of L_K itself, the derivation's "
+        "check; the extreme rows against a stable reference"))
+
+
+def _iwae_gradient_in_mu(fn) -> list:
+    """grad_mu L_K = sum_k wtilde_k d log w_k / d mu with z_k = mu + sigma eps_k (eps fixed): the learner's
+    weights against finite differences of L_K in mu, and the ELBO's equal weights beside them."""
+    m = SmallModel()
+    std = math.exp(0.5 * m.q_logvar)
+    eps = np.random.default_rng(3).standard_normal((16, 8))          # K = 16 draws for 8 repeats
+
+    def log_w(mu):
+        z = mu + std * eps   # log q(z|x) at z = mu + std eps does not depend on mu
+        return m.log_px_given_z(z) + m.log_prior(z) - (-0.5 * (math.log(2 * math.pi) + m.q_logvar + eps ** 2))
+
+    h = 1e-4
+    dlog_w = (-log_w(m.q_mean + 2 * h) + 8 * log_w(m.q_mean + h) - 8 * log_w(m.q_mean - h)
+              + log_w(m.q_mean - 2 * h)) / (12 * h)                   # d log w_k / d mu, (K, B)
+    weights = np.asarray(fn(log_w(m.q_mean)), dtype=np.float64)
+    yours = np.sum(weights * dlog_w, axis=0)
+    bound = lambda mu: reference_iwae(log_w(mu))                      # noqa: E731
+    numeric = (-bound(m.q_mean + 2 * h) + 8 * bound(m.q_mean + h) - 8 * bound(m.q_mean - h)
+               + bound(m.q_mean - 2 * h)) / (12 * h)
+    err = float(np.max(np.abs(yours - numeric)) / np.max(np.abs(numeric)))
+    elbo_weights = float(np.max(np.abs(np.mean(dlog_w, axis=0) - numeric)) / np.max(np.abs(numeric)))
+    sums = float(np.max(np.abs(weights.sum(axis=0) - 1)))
+    return [GradeRow("columns sum to 1", sums, sums < 1e-12, "" if sums < 1e-12 else
+                     "each column of weights must sum to 1", "max gap"),
+            GradeRow("grad_mu L_16", err, err < 1e-8,
+                     f"sum_k (your weight) d log w_k / d mu against finite differences of L_16 in q's mean"
+                     f" (eps fixed): {err:.1e}; with the ELBO's equal weights 1/K instead: {elbo_weights:.2f}",
+                     "error")]
 
 
 # --- 4. the score-function estimator -----------------------------------------------------------

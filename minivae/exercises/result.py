@@ -33,9 +33,10 @@ class GradeResult:
         lines = [f"exercise {self.exercise}" + (f" ({self.source})" if self.source else "") + ":"]
         if self.problem:
             lines.append(f"  FAIL  {self.problem}")
+        width = max([17] + [len(r.name) + 1 for r in self.rows])
         for r in self.rows:
             err = "      -   " if r.error is None else f"{r.error:10.2e}"
-            lines.append(f"  {'pass' if r.passed else 'FAIL'}  {r.name:<17}{r.label} {err}"
+            lines.append(f"  {'pass' if r.passed else 'FAIL'}  {r.name:<{width}}{r.label} {err}"
                          + (f"\n        {r.message}" if r.message else ""))
         if self.notes:
             lines.append("  " + self.notes.replace("\n", "\n  "))
