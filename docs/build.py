@@ -52,11 +52,26 @@ def source_sha256(source: Path) -> str:
     return hashlib.sha256(source.read_bytes()).hexdigest()
 
 
+def widgets_sha256(source: Path) -> str | None:
+    """For a tutorial that shows a live figure: the SHA-256 of the widgets' JavaScript and CSS, which
+    its notebook carries inlined (None for the others)."""
+    if "widgets." not in source.read_text():
+        return None
+    files = sorted((ROOT / "minivae" / "widgets").glob("*.[jc]s*"))
+    return hashlib.sha256(b"".join(f.name.encode() + f.read_bytes() for f in files)).hexdigest()
+
+
+def stamp(source: Path) -> dict:
+    """What a notebook must have been made from to be current: its source, and any inlined widget code."""
+    widgets = widgets_sha256(source)
+    return {"source_sha256": source_sha256(source), **({"widgets_sha256": widgets} if widgets else {})}
+
+
 def execute_notebook(source: Path, quick: bool = False, figures: Path | None = None):
     """The notebook of ``source``, executed in a Jupyter kernel in the tutorials' folder: the
     default run, as a learner gets it (``quick``: MINIVAE_QUICK=1, for fast tests only)."""
     import nbclient
-    sha = source_sha256(source)  # of the text that runs, even if the file is edited meanwhile
+    made_from = stamp(source)  # of the text that runs, even if a file is edited meanwhile
     nb = notebook_of(source)
     env = {"MINIVAE_FIGURES": str(figures or tempfile.mkdtemp(prefix="minivae-figures-")),
            "MINIVAE_QUICK": "1" if quick else None}
@@ -65,12 +80,24 @@ def execute_notebook(source: Path, quick: bool = False, figures: Path | None = N
         os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     try:
         nbclient.NotebookClient(nb, timeout=900, kernel_name="python3", record_timing=False,
+                                store_widget_state=False,
                                 resources={"metadata": {"path": str(source.parent)}}).execute()
     finally:
         for k, v in old.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    nb.metadata["minivae"] = {"source_sha256": sha}
+    without_live_widgets(nb)
+    nb.metadata["minivae"] = made_from
     return nb
+
+
+def without_live_widgets(nb) -> None:
+    """Drop the live-widget views from the outputs. A view points at a widget of the kernel that ran
+    the notebook, which a saved notebook or the book does not have; each live figure's output also
+    holds its inlined HTML (the same JavaScript, with the numbers) and the static figure, which is what
+    a reader of the saved notebook or the book gets. Running the cell again brings the live widget back."""
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop("application/vnd.jupyter.widget-view+json", None)
 
 
 def is_current(source: Path) -> bool:
@@ -79,8 +106,7 @@ def is_current(source: Path) -> bool:
     path = source.with_suffix(".ipynb")
     if not path.is_file():
         return False
-    meta = nbformat.read(path, as_version=4).metadata.get("minivae", {})
-    return meta.get("source_sha256") == source_sha256(source)
+    return nbformat.read(path, as_version=4).metadata.get("minivae", {}) == stamp(source)
 
 
 def write_notebooks(everything: bool = False) -> list[tuple[Path, float]]:

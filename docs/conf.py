@@ -26,3 +26,7 @@ html_show_sourcelink = True            # the download button offers the source n
 html_copy_source = True
 copybutton_exclude = ".linenos, .gp, .go"   # copy the code, not prompts or printed output
 suppress_warnings = ["mystnb.unknown_mime_type"]
+# The live figures come as inlined HTML (their JavaScript and numbers in the page); the Jupyter widget
+# views are dropped from the saved notebooks, and never rendered here (their manager loads from a CDN).
+nb_mime_priority_overrides = [("html", "application/vnd.jupyter.widget-view+json", None)]
+nb_ipywidgets_js = {}

@@ -129,3 +129,129 @@ def test_code_that_is_not_the_lesson_is_folded_away(book):
     """Tutorial 1's diagram code (40 lines of matplotlib patches) sits behind a toggle."""
     html = (book / "01_model_and_elbo.html").read_text()
     assert "hide-input" in html and "FancyBboxPatch" in html
+
+
+# --- the live figures: the same JavaScript as in Jupyter, checked against the library's numbers ----
+
+def _figure_of(page, kind: str) -> dict:
+    """The numbers a live figure's page carries (exported by minivae.widgets)."""
+    import json
+    key = page.evaluate(f"() => document.querySelector('.minivae-{kind}').id")
+    return json.loads(page.evaluate(f"() => document.getElementById('{key}-figure').textContent"))
+
+
+def _open_from_disk(browser, book, name, width=1280):
+    page = browser.new_page(viewport={"width": width, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto((book / name).as_uri(), wait_until="load")     # the built book opened from disk
+    return page, errors
+
+
+def _canvas(page, selector) -> str:
+    return page.evaluate(f"() => document.querySelector('{selector}').toDataURL()")
+
+
+def test_the_elbo_identity_moves_with_q_and_matches_the_quadrature(book, browser):
+    from minivae import widgets
+    shots = os.environ.get("MINIVAE_SCREENSHOTS")
+    name = "01_model_and_elbo.html"
+    assert (book / name).stat().st_size < 2_000_000
+    page, errors = _open_from_disk(browser, book, name)
+    el = page.wait_for_selector(".minivae-elbo-identity")
+    el.scroll_into_view_if_needed()
+    figure = _figure_of(page, "elbo-identity")
+    worst = 0.0
+    for i, (mu, logvar) in [(0, tuple(figure["q"][0])), (1, tuple(figure["q"][1])), (2, (1.5, -7.0)), (0, (-2.9, -0.2))]:
+        browser_terms = page.evaluate(f"() => document.querySelector('.minivae-elbo-identity').minivae.terms({i}, {mu}, {logvar})")
+        worst = max(worst, max(abs(a - b) for a, b in zip(browser_terms, widgets.elbo_identity_terms(figure, i, mu, logvar))))
+    # the tutorial's own 40001-point quadrature, printed on the page for the encoder's q of each image
+    table = re.findall(r"^\s+(\d)\s+(-?\d+\.\d{10})\s+(-?\d+\.\d{10})\s+(\d+\.\d{10})\s", page.inner_text("body"), re.M)
+    assert len(table) >= 3, "the page's table of log p(x), ELBO and KL"
+    for row in table[:3]:
+        i, printed = int(row[0]), [float(v) for v in row[1:]]
+        at_encoder = page.evaluate(f"() => document.querySelector('.minivae-elbo-identity').minivae.terms({i}, "
+                                   f"{figure['q'][i][0]}, {figure['q'][i][1]})")
+        worst = max(worst, max(abs(a - b) for a, b in zip(at_encoder, printed)))
+    assert worst < 1e-6, worst
+    print(f"ELBO identity: browser vs library quadrature, worst difference {worst:.1e}")
+    # a learner drags the mean slider: the curves, the bars and the numbers move, and stay true
+    before, plot, bars = page.evaluate("() => document.querySelector('.minivae-elbo-identity').minivae.current()"), \
+        _canvas(page, ".minivae-plot"), _canvas(page, ".minivae-bars")
+    slider = page.query_selector(".minivae-elbo-identity input[type=range]").bounding_box()
+    page.mouse.click(slider["x"] + 0.8 * slider["width"], slider["y"] + slider["height"] / 2)
+    after = page.evaluate("() => document.querySelector('.minivae-elbo-identity').minivae.current()")
+    assert after["mu"] != before["mu"] and after["kl"] > before["kl"]
+    assert _canvas(page, ".minivae-plot") != plot and _canvas(page, ".minivae-bars") != bars
+    want = widgets.elbo_identity_terms(figure, after["index"], after["mu"], after["logvar"])
+    shown = [float(td.inner_text()) for td in page.query_selector_all(".minivae-elbo-identity .minivae-number")[:3]]
+    assert max(abs(a - b) for a, b in zip(shown, want)) < 1e-6
+    assert not errors, errors
+    if shots:
+        el.screenshot(path=str(Path(shots) / "live-elbo-identity.png"))
+    page.close()
+
+
+def test_the_latent_explorer_decodes_in_the_browser_as_the_library_does(book, browser):
+    import numpy as np
+    import minivae
+    from minivae import VAEConfig, widgets
+    shots = os.environ.get("MINIVAE_SCREENSHOTS")
+    name = "07_real_images.html"
+    size = (book / name).stat().st_size
+    assert size < 2_000_000, size
+    page, errors = _open_from_disk(browser, book, name)
+    el = page.wait_for_selector(".minivae-latent-explorer")
+    el.scroll_into_view_if_needed()
+    figure = _figure_of(page, "latent-explorer")
+    weights = [(widgets.array_of(layer["W"]), widgets.array_of(layer["b"])) for layer in figure["layers"]]
+    cfg = VAEConfig(x_dim=weights[-1][0].shape[1], hidden=tuple(W.shape[1] for W, _ in weights[:-1]), z_dim=2)
+    params = minivae.init_params(cfg, dtype="float32")
+    for i, (W, b) in enumerate(weights[:-1]):
+        params[f"dec.W{i}"], params[f"dec.b{i}"] = W, b
+    params["dec.W_out"], params["dec.b_out"] = weights[-1]
+
+    def library(z):
+        return minivae.likelihood_mean(minivae.decode(params, np.asarray([z], dtype=np.float32), cfg), cfg)[0]
+
+    worst = 0.0
+    for z in ([0.0, 0.0], [1.3, -0.7], [-2.5, 2.5], [0.01, 3.9]):
+        got = page.evaluate(f"() => document.querySelector('.minivae-latent-explorer').minivae.decode({z})")
+        worst = max(worst, float(np.max(np.abs(np.asarray(got) - library(z)))))
+    # the pointer: what is drawn follows it, and is the library's image at the pointer's z
+    box = page.query_selector(".minivae-map").bounding_box()
+    drawn = []
+    for fx, fy in ((0.3, 0.4), (0.7, 0.6)):
+        page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+        shown = page.evaluate("() => document.querySelector('.minivae-latent-explorer').minivae.shown()")
+        lo, hi = figure["z_range"]
+        assert abs(shown["z"][0] - (lo + fx * (hi - lo))) < 0.05 and abs(shown["z"][1] - (hi - fy * (hi - lo))) < 0.05
+        worst = max(worst, float(np.max(np.abs(np.asarray(shown["image"]) - library(shown["z"])))))
+        drawn.append(_canvas(page, ".minivae-image"))
+    assert drawn[0] != drawn[1], "moving the pointer did not change the decoded image"
+    # two clicks: the path between them, eight images, each the library's
+    for fx, fy in ((0.2, 0.2), (0.8, 0.8)):
+        page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+    path = page.evaluate("() => document.querySelector('.minivae-latent-explorer').minivae.path()")
+    assert len(path) == 8
+    for step in path:
+        worst = max(worst, float(np.max(np.abs(np.asarray(step["image"]) - library(step["z"])))))
+    assert worst < 1e-5, worst
+    print(f"latent explorer: page {size / 1e6:.2f} MB; browser vs minivae.decode (float32), worst {worst:.1e}")
+    assert not errors, errors
+    if shots:
+        el.screenshot(path=str(Path(shots) / "live-latent-explorer.png"))
+    page.close()
+
+
+def test_without_javascript_the_live_figures_are_their_static_figures(book, browser):
+    context = browser.new_context(java_script_enabled=False)
+    for name in ("01_model_and_elbo.html", "07_real_images.html"):
+        page = context.new_page()
+        page.goto((book / name).as_uri(), wait_until="load")
+        static = page.evaluate("() => Array.from(document.querySelectorAll('.minivae-static img'))"
+                               ".map(i => i.complete && i.naturalWidth)")
+        assert static and all(static), (name, static)
+        page.close()
+    context.close()

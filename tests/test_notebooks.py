@@ -56,4 +56,38 @@ def test_tutorial_runs_as_a_notebook_with_its_figures_inline(path, tmp_path):
     assert not errors
     text = json.dumps([o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])])
     assert "QUICK MODE" not in text and "[full run only]" not in text and "does NOT hold" not in text
-    print(f"{path.stem}: {sum(inline_images(c) for c in nb.cells)} inline figures, {seconds:.0f}s")
+    live = live_figures(nb)
+    if path.stem.startswith("01"):
+        check_elbo_identity_widget(live, figures=tmp_path)
+    if path.stem.startswith("07"):
+        check_latent_explorer_widget(live, figures=tmp_path)
+    print(f"{path.stem}: {sum(inline_images(c) for c in nb.cells)} inline figures, {len(live)} live, {seconds:.0f}s")
+
+
+def live_figures(nb) -> list[dict]:
+    """The figures the kernel's live widgets received (their synced state, as nbclient recorded it)."""
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    return [s["state"]["figure"] for s in state.values() if "figure" in s.get("state", {})]
+
+
+def check_elbo_identity_widget(live, figures):
+    """The widget's model holds the trained model's numbers: its q is the trained encoder's."""
+    import numpy as np
+    import minivae
+    from minivae.checkpoint import load_checkpoint
+    assert len(live) == 1
+    params, cfg, _, _ = load_checkpoint(figures / "run", dtype="float64")
+    mu, logvar = minivae.encode(params, np.asarray(live[0]["images"]), cfg)
+    assert np.array_equal(np.concatenate([mu, logvar], axis=1), np.asarray(live[0]["q"]))
+
+
+def check_latent_explorer_widget(live, figures):
+    """The widget's model holds the trained 2-D decoder's weights, bit for bit."""
+    from minivae import widgets
+    from minivae.checkpoint import load_checkpoint
+    assert len(live) == 1
+    params, cfg, _, _ = load_checkpoint(figures / "z2")
+    names = [(f"dec.W{i}", f"dec.b{i}") for i in range(len(cfg.hidden))] + [("dec.W_out", "dec.b_out")]
+    for layer, (w, b) in zip(live[0]["layers"], names):
+        assert widgets.array_of(layer["W"]).tobytes() == params[w].astype("<f4").tobytes()
+        assert widgets.array_of(layer["b"]).tobytes() == params[b].astype("<f4").tobytes()

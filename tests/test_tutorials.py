@@ -37,7 +37,7 @@ def test_nothing_a_user_sees_names_the_projects_background_documents():
     root = Path(__file__).resolve().parents[1]
     named = re.compile(r"\bseeds?\s*#?\s*0\d\d\b|seeds/|\.\./shared", re.IGNORECASE)
     seen = [p for pattern in ("README.md", "tutorials/**/*.py", "tutorials/**/*.md", "tutorials/*.ipynb",
-                              "docs/*.md", "docs/*.py", "docs/_static/*", "minivae/**/*.py")
+                              "docs/*.md", "docs/*.py", "docs/_static/*", "minivae/**/*.py", "minivae/**/*.js")
             for p in root.glob(pattern)]
     assert len(seen) > 40
     hits = [f"{p.relative_to(root)}: {m.group(0)!r}" for p in seen for m in named.finditer(p.read_text())]
@@ -55,12 +55,20 @@ def test_the_committed_notebooks_are_the_executed_sources():
     import hashlib
     import json
     jupytext = pytest.importorskip("jupytext", reason="the docs extra is not installed")
+    sys.path.insert(0, str(TUTORIALS[0].parents[1] / "docs"))
+    try:
+        import build
+    finally:
+        sys.path.pop(0)
     for path in TUTORIALS:
         source = jupytext.read(path)
         committed = json.loads(path.with_suffix(".ipynb").read_text())
         stale = f"{path.with_suffix('.ipynb').name} is out of date: run python docs/build.py notebooks"
         assert committed["metadata"].get("minivae", {}).get("source_sha256") == \
             hashlib.sha256(path.read_bytes()).hexdigest(), stale
+        if "widgets." in path.read_text():  # its live figure inlines the widgets' JavaScript
+            assert committed["metadata"]["minivae"].get("widgets_sha256") == build.widgets_sha256(path), \
+                f"{stale} (the widgets' JavaScript changed)"
         assert [(c["cell_type"], "".join(c["source"])) for c in committed["cells"]] == \
             [(c.cell_type, c.source) for c in source.cells], stale
         assert committed["metadata"]["kernelspec"]["name"] == "python3"
@@ -71,6 +79,9 @@ def test_the_committed_notebooks_are_the_executed_sources():
         assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.stem}: no figure shipped"
         text = json.dumps(outputs)
         assert not [t for t in QUICK_TEXT if t in text], f"{path.stem} was executed in quick mode"
+        # a live figure is saved as its inlined page and static figure; the kernel's widget view is not
+        assert "widget-view+json" not in text and "widgets" not in committed["metadata"]
+        assert ("minivae-live" in text) == ("widgets." in path.read_text()), path.stem
 
 
 def test_tutorials_command_copies_and_never_overwrites(tmp_path, capsys):
@@ -80,7 +91,7 @@ def test_tutorials_command_copies_and_never_overwrites(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "jupyter lab 01_model_and_elbo.ipynb" in out and "python -m minivae.exercises check all" in out
     assert len(list(target.glob("[0-9][0-9]_*.ipynb"))) == 8 and len(list(target.glob("[0-9][0-9]_*.py"))) == 8
-    assert (target / "NOTATION.md").is_file() and len(list((target / "exercises").glob("*.py"))) == 13
+    assert (target / "NOTATION.md").is_file() and len(list((target / "exercises").glob("*.py"))) == 14
     mine = target / "exercises" / "linear.py"
     mine.write_text("# my own work\n")
     assert main(["tutorials", str(target)]) == 2
