@@ -91,6 +91,28 @@ print(f"decoded images across the map differ by {spread:.3f} per pixel (std); th
       f"guessed from its 5 nearest neighbours in z, is right {knn:.0%} of the time (chance: 10%)")
 tut.full_size_claim(spread > 0.1, "the map's images differ across the latent plane")
 tut.full_size_claim(knn > 0.5, "classes occupy regions of the 2-D latent space")
+
+# %% [markdown]
+# ## The latent space, live
+# The same 2-D model, to explore by hand: the points are the test images' encoded means $\mu$, coloured
+# by class. Point anywhere to see the decoder's $\mathbb E[x\mid z]$ there, between and beyond the
+# classes; click two points to see the eight images on the straight line between them. The images are
+# decoded in your browser from the trained decoder's weights (float32), exported by
+# `minivae.widgets.latent_explorer_data`: in Jupyter it is your own model, in the book the one trained
+# when the page was built.
+
+# %%
+from minivae import widgets
+
+explorer = widgets.latent_explorer(
+    widgets.latent_explorer_data(two["params"], two["cfg"], x_test, ds.y_test, ds.class_names, ds.image_shape),
+    fallback=FIGURES / "latent.png")
+explorer
+
+# %% [markdown]
+# Samples from the $N_z = 20$ model: $z \sim \mathcal N(0, I)$, decoded.
+
+# %%
 plots.plot_samples(runs[max(sizes)]["params"], runs[max(sizes)]["cfg"], ds.image_shape, FIGURES / "samples.png")
 tut.show(FIGURES / "samples.png")
 
