@@ -76,7 +76,7 @@ def check_elbo_identity_widget(live, figures):
     import minivae
     from minivae.checkpoint import load_checkpoint
     assert len(live) == 1
-    params, cfg, _, _ = load_checkpoint(figures / "run", dtype="float64")
+    params, cfg, _, _ = load_checkpoint(figures / "01" / "run", dtype="float64")  # the tutorial's run
     mu, logvar = minivae.encode(params, np.asarray(live[0]["images"]), cfg)
     assert np.array_equal(np.concatenate([mu, logvar], axis=1), np.asarray(live[0]["q"]))
 
@@ -86,7 +86,7 @@ def check_latent_explorer_widget(live, figures):
     from minivae import widgets
     from minivae.checkpoint import load_checkpoint
     assert len(live) == 1
-    params, cfg, _, _ = load_checkpoint(figures / "z2")
+    params, cfg, _, _ = load_checkpoint(figures / "07" / "z2")
     names = [(f"dec.W{i}", f"dec.b{i}") for i in range(len(cfg.hidden))] + [("dec.W_out", "dec.b_out")]
     for layer, (w, b) in zip(live[0]["layers"], names):
         assert widgets.array_of(layer["W"]).tobytes() == params[w].astype("<f4").tobytes()

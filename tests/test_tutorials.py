@@ -166,6 +166,82 @@ def test_the_learner_install_runs_every_notebook(tmp_path):
                          env=env, timeout=1500)
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
     assert ran.stdout.count("ok ") == 8
+    _jupyterlab_runs_the_live_figure(py, work)
+
+
+_LEARNERS_CELL = """\
+from minivae import VAEConfig, data, train, widgets
+digits = data.load_digits()
+cfg = VAEConfig(x_dim=64, hidden=(32,), z_dim=2)
+run = train.train(cfg, train.TrainConfig(epochs=2, batch_size=64, seed=0), "live-run", data=digits,
+                  overwrite=True, progress=False, log=lambda *a: None)
+widgets.latent_explorer(widgets.latent_explorer_data(run["params"], cfg, digits.x_test, digits.y_test,
+                                                     digits.class_names, digits.image_shape))
+"""
+
+
+def _jupyterlab_runs_the_live_figure(py, work):
+    """In the learner's JupyterLab (the learn extra), a cell that trains a 2-D model and shows the
+    latent explorer: the anywidget front end draws it, and decodes what minivae decodes."""
+    import socket
+    import time
+    import urllib.request
+
+    import nbformat
+    import numpy as np
+    playwright = pytest.importorskip("playwright.sync_api")
+    import minivae
+    from minivae.checkpoint import load_checkpoint
+    chromium = "/usr/bin/chromium"
+    if not Path(chromium).is_file():
+        pytest.skip("Debian's chromium is not installed")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_LEARNERS_CELL)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, work / "live.ipynb")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("MINIVAE_QUICK", "MINIVAE_FIGURES")}
+    log = open(work / "jupyterlab.log", "w")
+    server = subprocess.Popen([py, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+                               "--allow-root", "--IdentityProvider.token=", f"--ServerApp.root_dir={work}",
+                               "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None"],
+                              cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            assert server.poll() is None, (work / "jupyterlab.log").read_text()[-2000:]
+            try:
+                urllib.request.urlopen(url + "/api", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("JupyterLab did not start: " + (work / "jupyterlab.log").read_text()[-2000:])
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(url + "/lab/tree/live.ipynb", wait_until="load")
+            page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook')",
+                                   timeout=120_000)
+            page.wait_for_function("() => { const s = window.jupyterapp.shell.currentWidget?.sessionContext;"
+                                   " return s?.session?.kernel?.status === 'idle'; }", timeout=120_000)
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            page.wait_for_selector(".minivae-latent-explorer canvas.minivae-map", timeout=180_000)
+            z = [0.4, -0.3]
+            got = np.asarray(page.evaluate(f"() => document.querySelector('.minivae-latent-explorer').minivae.decode({z})"))
+            if os.environ.get("MINIVAE_SCREENSHOTS"):
+                page.screenshot(path=str(Path(os.environ["MINIVAE_SCREENSHOTS"]) / "jupyterlab-live.png"))
+            browser.close()
+        params, cfg, _, _ = load_checkpoint(work / "live-run")
+        want = minivae.likelihood_mean(minivae.decode(params, np.asarray([z], dtype=np.float32), cfg), cfg)[0]
+        assert float(np.max(np.abs(got - want))) < 1e-5
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
 
 
 def test_figure_text_is_legible_at_the_books_column_width():
