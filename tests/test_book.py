@@ -125,6 +125,19 @@ def test_every_page_fits_a_phone(book, server, browser):
         page.close()
 
 
+def page_bytes(book, name) -> int:
+    """A page and the images it shows (the theme's shared scripts and fonts not counted)."""
+    html = (book / name).read_text()
+    images = set(re.findall(r'src="(_images/[^"]+)"', html))
+    return (book / name).stat().st_size + sum((book / i).stat().st_size for i in images)
+
+
+def test_every_page_is_under_2_mb(book):
+    sizes = {name: page_bytes(book, name) for name in pages(book)}
+    print(", ".join(f"{n}: {s / 1e6:.2f} MB" for n, s in sizes.items()))
+    assert max(sizes.values()) < 2_000_000, sizes
+
+
 def test_code_that_is_not_the_lesson_is_folded_away(book):
     """Tutorial 1's diagram code (40 lines of matplotlib patches) sits behind a toggle."""
     html = (book / "01_model_and_elbo.html").read_text()
@@ -157,7 +170,6 @@ def test_the_elbo_identity_moves_with_q_and_matches_the_quadrature(book, browser
     from minivae import widgets
     shots = os.environ.get("MINIVAE_SCREENSHOTS")
     name = "01_model_and_elbo.html"
-    assert (book / name).stat().st_size < 2_000_000
     page, errors = _open_from_disk(browser, book, name)
     el = page.wait_for_selector(".minivae-elbo-identity")
     el.scroll_into_view_if_needed()
@@ -199,8 +211,7 @@ def test_the_latent_explorer_decodes_in_the_browser_as_the_library_does(book, br
     from minivae import VAEConfig, widgets
     shots = os.environ.get("MINIVAE_SCREENSHOTS")
     name = "07_real_images.html"
-    size = (book / name).stat().st_size
-    assert size < 2_000_000, size
+    size = page_bytes(book, name)
     page, errors = _open_from_disk(browser, book, name)
     el = page.wait_for_selector(".minivae-latent-explorer")
     el.scroll_into_view_if_needed()
@@ -238,7 +249,7 @@ def test_the_latent_explorer_decodes_in_the_browser_as_the_library_does(book, br
     for step in path:
         worst = max(worst, float(np.max(np.abs(np.asarray(step["image"]) - library(step["z"])))))
     assert worst < 1e-5, worst
-    print(f"latent explorer: page {size / 1e6:.2f} MB; browser vs minivae.decode (float32), worst {worst:.1e}")
+    print(f"latent explorer: page with its images {size / 1e6:.2f} MB; browser vs minivae.decode (float32), worst {worst:.1e}")
     assert not errors, errors
     if shots:
         el.screenshot(path=str(Path(shots) / "live-latent-explorer.png"))

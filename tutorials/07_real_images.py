@@ -72,9 +72,9 @@ two = runs[2]
 x_test = train.prepare_data(ds, tcfg)[1]  # the binarized test set every run is scored on
 plots.plot_manifold(two["params"], two["cfg"], ds.image_shape, FIGURES / "manifold.png", n=15 if QUICK else 20)
 tut.show(FIGURES / "manifold.png")
+# the test set in latent space: drawn live below, with this figure where JavaScript cannot run
 plots.plot_latent(two["params"], two["cfg"], x_test[:2000], ds.y_test[:2000], FIGURES / "latent.png",
                   class_names=ds.class_names)
-tut.show(FIGURES / "latent.png")
 
 # how different the decoded images across the map are (per-pixel spread over a 10x10 grid of z)
 grid = np.array([[a, b] for a in np.linspace(-1.5, 1.5, 10) for b in np.linspace(-1.5, 1.5, 10)])
