@@ -2,8 +2,9 @@
 # # 1. The model and the ELBO, derived and then checked to many digits
 #
 # **You will learn** what the three distributions of a VAE are, why $\log p(x)$ cannot be computed
-# directly, how the ELBO is derived from it, and how to check every step of a derivation with
-# numbers, including the slips that lecture notes make.
+# directly (and why sampling $z$ from the prior to estimate it fails), how the ELBO is derived from it,
+# and how to check every step of a derivation with numbers, including the slips that lecture notes
+# make. A live figure lets you move $q$ and watch the identity hold.
 # **You need** Bayes' rule, expectations, and the KL divergence's definition.
 # **Time** about 30 minutes to read; the code runs in about 15 seconds. Symbols: [the notation page](NOTATION.md).
 #

@@ -2,8 +2,9 @@
 # # 2. Backprop by hand, and how to check it
 #
 # **You will learn** to derive a layer's backward pass, to check it against finite differences, to
-# read what a relative error says, and to use the exercise grader on your own code.
-# **You need** the chain rule and matrix shapes. **Time** about 25 minutes; the code runs in a second.
+# read what a relative error says, to use the exercise grader on your own code, and to follow the whole
+# VAE's backward pass step by step. **You need** the chain rule and matrix shapes. **Time** about 35
+# minutes; the code runs in a few seconds.
 # Symbols and the weight convention (W stored as (in, out)): [the notation page](NOTATION.md).
 #
 # Every layer in minivae is a pair of functions (the CS231n convention):
