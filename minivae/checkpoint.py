@@ -30,7 +30,7 @@ import numpy as np
 
 from .backend import from_numpy, to_numpy
 from .config import VAEConfig
-from .files import TRAINER_TEMP, remove, write_new_file
+from .files import TRAINER_TEMP, _named, remove, replace, require_regular, write_new_file
 from .optim import check_config
 from .vae import param_shapes
 
@@ -39,6 +39,7 @@ VERSION = "3"  # 3: safetensors; versions 1-2 were an .npz + .json pair, no long
 SUFFIX = ".safetensors"
 OPT_ARRAY_KEYS = ("velocity", "sum_sq", "m", "v")  # state arrays of the rules in optim.py
 MAX_HEADER = 1 << 20  # bytes; a real header is a few kB
+MAX_KEEP = 100  # checkpoints kept; each is a whole copy of the model and its optimizer state
 _DTYPES = {"F32": np.float32, "F64": np.float64}
 
 
@@ -109,16 +110,24 @@ def save_checkpoint(path, params: dict, cfg: VAEConfig, opt_state: dict | None =
     whole files only, the newest of which ``load_checkpoint`` takes."""
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise ValueError(f"keep: expected an integer >= 1 (checkpoints kept), got {keep!r}")
+    if keep > MAX_KEEP:
+        raise ValueError(f"keep: at most {MAX_KEEP} checkpoints are kept (each is a whole copy of the "
+                         f"model), got {keep:,}")
     stem = _stem(path)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    tmp = write_new_file(stem.parent, encode(params, cfg, opt_state, meta), prefix=TRAINER_TEMP)
     names = [stem.with_name(stem.name + SUFFIX)] + [stem.with_name(f"{stem.name}-{i}{SUFFIX}")
                                                     for i in range(1, keep)]
+    for name in names:  # a device or FIFO among them would be renamed over: refuse before writing
+        require_regular(name)
+    try:
+        tmp = write_new_file(stem.parent, encode(params, cfg, opt_state, meta), prefix=TRAINER_TEMP)
+    except OSError as e:
+        raise _named(e, names[0]) from None
     try:
         for newer, older in reversed(list(zip(names, names[1:]))):
             if newer.exists():
-                os.replace(newer, older)
-        os.replace(tmp, names[0])
+                replace(newer, older)
+        replace(tmp, names[0])
     except BaseException:
         remove(tmp)
         raise
@@ -134,6 +143,7 @@ def _read(file: Path, expect: VAEConfig | None) -> tuple[VAEConfig, dict, dict, 
     Everything the header says is checked before the arrays' bytes are read."""
     from safetensors.numpy import load
 
+    require_regular(file, missing_ok=False)  # a FIFO would block the open below
     with open(file, "rb") as f:  # one open file: a concurrent save renames files, never rewrites one
         size = os.fstat(f.fileno()).st_size
         head = f.read(8)
@@ -188,7 +198,8 @@ def _read(file: Path, expect: VAEConfig | None) -> tuple[VAEConfig, dict, dict, 
     except Exception as e:
         raise CheckpointError(f"cannot be decoded ({type(e).__name__}: {e})") from None
     if meta.get("sha256") != _digest(meta["record"], arrays):
-        raise CheckpointError("has a checksum that differs: the file is damaged or was edited")
+        raise CheckpointError("has a checksum that differs: the file is damaged (the checksum detects "
+                              "damage, not deliberate edits: it is no signature)")
     missing = [name for name in shapes if f"param/{name}" not in arrays]
     if missing:
         raise CheckpointError(f"lacks the parameters {missing[:3]}")

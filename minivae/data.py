@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import NotARegularFile, replace, require_regular
+
 
 class DataError(ValueError):
     """A data file is missing, corrupt or truncated, or a download failed its checksum."""
@@ -62,6 +64,10 @@ def read_idx(path, max_bytes: int = MAX_IDX_BYTES, shape: tuple | None = None) -
     """
     path = Path(path)
     gz = path.suffix == ".gz"
+    try:
+        require_regular(path)  # a FIFO would block the open (a missing file: the open says so)
+    except NotARegularFile as e:
+        raise DataError(str(e)) from None
     try:
         with (gzip.open if gz else open)(path, "rb") as f:
             head = f.read(4)
@@ -300,6 +306,10 @@ def download(url: str, dest, sha256: str, progress: bool = True, timeout: float 
         raise DataError(f"cannot download {url} to {dest}: that is a folder; remove it or choose "
                         f"another data folder")
     try:
+        require_regular(dest)
+    except NotARegularFile as e:
+        raise DataError(f"cannot download {url}: {e}") from None
+    try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot download {url} into {dest.parent}: {e}") from None
@@ -330,7 +340,7 @@ def download(url: str, dest, sha256: str, progress: bool = True, timeout: float 
         if h.hexdigest() != sha256:
             raise DataError(f"{url}: checksum mismatch (sha256 {h.hexdigest()}, expected {sha256}); "
                             f"the download is corrupt or the mirror changed the file; nothing was kept")
-        os.replace(part, dest)
+        replace(Path(part), dest)
         return dest
     except DataError:
         _discard(part)
@@ -468,6 +478,17 @@ def load_dataset(name: str, data_dir=None, progress: bool = True) -> Dataset:
 
 DATASETS = ("digits", "bars", *IDX_SOURCES)
 BINARIZE = ("none", "static", "dynamic")
+
+
+def fingerprint(data: Dataset) -> str:
+    """``sha256:<hex>`` over the arrays of ``data`` (each one's dtype, shape and bytes): what a run
+    records of the data it was trained on, so that other data in the same place is noticed."""
+    h = hashlib.sha256()
+    for a in (data.x_train, data.y_train, data.x_test, data.y_test):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str} {a.shape};".encode())
+        h.update(memoryview(a).cast("B"))
+    return f"sha256:{h.hexdigest()}"
 
 
 def binarize_static(x: np.ndarray, threshold: float = 0.5) -> np.ndarray:

@@ -6,18 +6,55 @@ tutorials) is written under a fresh temporary name in the target folder, created
 target in one step. A reader sees the old file or the new one; a process killed midway leaves at
 most a temporary, named ``.minivae-<pid>-*.tmp`` so that a later run can tell a dead writer's
 leftovers from a live writer's file.
+
+A destination that exists and is not a regular file (a device such as /dev/null, a FIFO, a socket,
+a folder, or a link to one) is refused before anything is written: the rename would replace it.
+Readers ask ``require_regular`` before opening, so a FIFO never blocks them. Errors name the file
+being written, never the temporary.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 
 _TEMP_PREFIX = ".minivae-"
 _TEMP_SUFFIX = ".tmp"
 TRAINER_TEMP = f"{_TEMP_PREFIX}trainer-"  # temporaries that only a run's trainer (the lock holder) writes
+
+
+class NotARegularFile(OSError):
+    """A path to write or read is a device, FIFO, socket or folder (or a link to one)."""
+
+
+_KINDS = [(stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")]
+
+
+def require_regular(path, missing_ok: bool = True) -> None:
+    """NotARegularFile unless ``path`` is a regular file or a link to one (or, with ``missing_ok``,
+    does not exist). It never opens ``path``, so a FIFO cannot block it."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (or under a file): not ours to judge
+        if missing_ok:
+            return
+        raise
+    if not stat.S_ISREG(mode):
+        kind = next((what for test, what in _KINDS if test(mode)), "not a regular file")
+        raise NotARegularFile(f"{path} is {kind}, not a regular file; minivae reads and writes only "
+                              f"regular files: give another path (it was left untouched)")
+
+
+def _named(e: OSError, path) -> OSError:
+    """``e`` as the same kind of error naming ``path`` (the destination), not the temporary."""
+    try:
+        return type(e)(e.errno, f"cannot write {path}: {e.strerror or e}")
+    except TypeError:  # an OSError subclass with another signature
+        return OSError(e.errno, f"cannot write {path}: {e.strerror or e}")
 
 
 def write_new_file(folder: Path, data: bytes, prefix: str | None = None) -> Path:
@@ -38,14 +75,29 @@ def write_new_file(folder: Path, data: bytes, prefix: str | None = None) -> Path
 
 def write_atomic(path, data: bytes, trainer: bool = False) -> None:
     """Replace ``path`` by a file holding ``data`` in one rename. ``trainer``: written by the
-    process that holds the run's lock, whose leftovers the next holder may sweep."""
+    process that holds the run's lock, whose leftovers the next holder may sweep. NotARegularFile
+    if ``path`` exists and is not a regular file; other OSErrors name ``path``."""
     path = Path(path)
-    tmp = write_new_file(path.parent, data, prefix=TRAINER_TEMP if trainer else None)
+    require_regular(path)
     try:
-        os.replace(tmp, path)
+        tmp = write_new_file(path.parent, data, prefix=TRAINER_TEMP if trainer else None)
+    except OSError as e:
+        raise _named(e, path) from None
+    try:
+        replace(tmp, path)
     except BaseException:
         remove(tmp)
         raise
+
+
+def replace(tmp: Path, path: Path) -> None:
+    """``os.replace(tmp, path)``, refusing a ``path`` that is not a regular file (checked again
+    right before the rename), with errors that name ``path``."""
+    require_regular(path)
+    try:
+        os.replace(tmp, path)
+    except OSError as e:
+        raise _named(e, path) from None
 
 
 def remove(path: Path) -> None:

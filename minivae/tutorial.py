@@ -131,6 +131,11 @@ def tutorial_files(source: Path) -> list[Path]:
     return [Path(n) for n in names]
 
 
+def _parents_inside(target: Path, f: Path) -> list[Path]:
+    """The folders between ``target`` and the file ``f`` (a path relative to it): exercises/, ..."""
+    return [p for p in Path(f).parents if p != Path(".")]
+
+
 def copy_tutorials(target, force: bool = False) -> list[Path]:
     """Copy the tutorials and exercises into ``target``; refuses to overwrite unless ``force``.
 
@@ -142,6 +147,12 @@ def copy_tutorials(target, force: bool = False) -> list[Path]:
         raise ValueError(f"no notebooks in {source}: the installation is incomplete")
     if target.exists() and not target.is_dir():
         raise ValueError(f"{target} is a file; give a folder to copy the tutorials into")
+    linked = sorted({str(parent) for f in files for parent in _parents_inside(target, f)
+                     if (target / parent).is_symlink()})
+    if linked:
+        raise ValueError(f"{target / linked[0]} is a link to a folder elsewhere; the tutorials are copied "
+                         f"only into real folders under {target}, so nothing was copied. Remove the link "
+                         f"or choose another folder")
     existing = [f for f in files if (target / f).exists() or (target / f).is_symlink()]
     if existing and not force:
         shown = ", ".join(str(f) for f in existing[:4]) + (" ..." if len(existing) > 4 else "")

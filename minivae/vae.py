@@ -180,7 +180,7 @@ def validate_data(x, cfg: VAEConfig, dtype: str | None = None, name: str = "x") 
         lo, hi = float(xp.min(x)), float(xp.max(x))
         if lo < 0.0 or hi > 1.0:
             raise ValueError(f"{name}: likelihood {cfg.likelihood!r} needs values in [0, 1], got "
-                             f"values in [{lo:g}, {hi:g}]; scale pixels, e.g. x / 255")
+                             f"values in [{lo:.9g}, {hi:.9g}]; scale pixels, e.g. x / 255")
 
 
 def _validate_eps(eps, cfg: VAEConfig, batch: int, dtype: str) -> None:

@@ -1,9 +1,42 @@
 """Every core test runs on each backend: numpy, strict (array-api-strict on its emulated device),
 and cupy when a CUDA device is present."""
 
+import os
+import sys
+import types
+
 import pytest
 
-from minivae import backend as B
+
+def _without_posix() -> None:
+    """MINIVAE_NON_POSIX=1: the code path of a platform without ``fcntl``, ``os.pread``/``pwrite``
+    and ``os.O_NOFOLLOW`` (Windows), taken here on Linux. ``msvcrt`` is a stand-in whose
+    ``locking`` takes the real kernel lock (flock), so it meets a real holder process's lock."""
+    import errno
+    import fcntl as real_fcntl
+
+    def locking(fd, mode, nbytes):
+        if mode == msvcrt.LK_UNLCK:
+            real_fcntl.flock(fd, real_fcntl.LOCK_UN)
+            return
+        try:
+            real_fcntl.flock(fd, real_fcntl.LOCK_EX | real_fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OSError(errno.EACCES, "Permission denied") from None
+
+    msvcrt = types.ModuleType("msvcrt")
+    msvcrt.LK_UNLCK, msvcrt.LK_NBLCK, msvcrt.locking = 0, 2, locking
+    sys.modules["msvcrt"] = msvcrt
+    sys.modules["fcntl"] = None  # `import fcntl` now raises ImportError
+    for name in ("pread", "pwrite", "O_NOFOLLOW"):
+        if hasattr(os, name):
+            delattr(os, name)
+
+
+if os.environ.get("MINIVAE_NON_POSIX"):
+    _without_posix()
+
+from minivae import backend as B  # noqa: E402 - after the platform is chosen
 
 
 def pytest_configure(config):

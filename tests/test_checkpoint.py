@@ -180,7 +180,7 @@ def test_a_second_ctrl_c_during_a_save_is_ignored():
     from minivae import train as T
 
     flag = T._StopFlag()
-    flag.requested = flag.saving = True
+    flag.signum, flag.saving = signal.SIGINT, True
     flag._handle(signal.SIGINT, None)  # does not raise while saving
     flag.saving = False
     with pytest.raises(KeyboardInterrupt):

@@ -109,6 +109,7 @@ def tiny_source(tmp_path, monkeypatch):
     monkeypatch.setitem(data.IDX_SOURCES, "tiny", source)
     yield source, served, arrays
     server.shutdown()
+    server.server_close()
 
 
 def test_download_verifies_and_caches(tiny_source, tmp_path):

@@ -98,6 +98,7 @@ def test_a_run_being_trained_cannot_be_trained_twice(run, tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()
     assert main(["train", "--resume", "--epochs", "4", "--out", str(copy)]) == 0  # the kernel freed it
 
 
@@ -140,7 +141,7 @@ def test_a_damaged_metrics_log_never_blocks_the_resume(run, tmp_path, capsys, da
         "200k field": text.encode() + b"4," + b"9" * 200_000 + b"\n",
         "epoch not a number": text.replace("\n1,", "\none,", 1).encode(),
         "binary": os.urandom(3000),
-        "extra column": text.encode() + b"3,1,1,1,1,1,1,1,1,1,1,1,surprise\n",
+        "extra column": text.encode() + b"3," + b"1," * (text.splitlines()[0].count(",")) + b"surprise\n",
         "empty": b"",
     }[damage])
     messages = []
@@ -254,9 +255,14 @@ def test_run_json_records_the_data_the_run_was_trained_on(tmp_path, capsys):
     from minivae.train import TrainConfig, train
     out = tmp_path / "bars-run"
     train(VAEConfig(x_dim=16, hidden=(8,), z_dim=2), TrainConfig(epochs=1, batch_size=50), out,
-          data=make_bars(n=200), progress=False, log=lambda *a: None)
+          data=make_bars(), progress=False, log=lambda *a: None)
     record = json.loads((out / "run.json").read_text())
     assert record["train"]["dataset"] == "bars" and record["data"]["name"] == "bars"
-    assert record["data"]["n_train"] == 200 and record["data"]["x_dim"] == 16
+    assert record["data"]["n_train"] == 2000 and record["data"]["x_dim"] == 16
     assert main(["evaluate", str(out), "--k", "5", "--limit", "20"]) == 0
     assert "bars test set, 20 examples" in capsys.readouterr().out
+    # trained on a part of the set: `evaluate` would load the whole set, which is other data
+    train(VAEConfig(x_dim=16, hidden=(8,), z_dim=2), TrainConfig(epochs=1, batch_size=50), tmp_path / "part",
+          data=make_bars(n=200), progress=False, log=lambda *a: None)
+    assert main(["evaluate", str(tmp_path / "part"), "--k", "5"]) == 2
+    assert "differs from the data this run was trained on" in capsys.readouterr().err

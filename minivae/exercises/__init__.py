@@ -206,27 +206,47 @@ def _worked_example(directory: Path) -> str:
     return "\n".join(lines)
 
 
+HINT_FILE = ".minivae-hints.json"
+MAX_HINT_FILE = 1 << 16  # bytes; a real one is a few dozen
+
+
 # --- staged help ------------------------------------------------------------------------------------
 
 def next_hint(name: str, directory: Path) -> str:
-    """The hints of ``name`` up to the next level; the level is remembered in ``directory``."""
-    state_file = directory / ".minivae-hints.json"
-    try:
-        state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-        if not isinstance(state, dict):
+    """The hints of ``name`` up to the next level; the level is remembered in ``directory``.
+
+    The level file is written like every file minivae writes (a fresh temporary and one rename, never
+    through a link); a damaged one is set aside as ``.minivae-hints.damaged-<time>.json``, with a line."""
+    import time
+
+    from ..files import write_atomic
+    state_file, note = directory / HINT_FILE, ""
+    state = {}
+    if state_file.is_file():
+        try:
+            state = json.loads(state_file.read_bytes()[:MAX_HINT_FILE + 1])
+            if not (isinstance(state, dict) and all(isinstance(k, str) and type(v) is int and 0 <= v <= 99
+                                                    for k, v in state.items())):
+                raise ValueError("not a map of exercise names to hint levels")
+        except (ValueError, RecursionError, OSError) as e:
+            aside = state_file.with_name(f".minivae-hints.damaged-{time.strftime('%Y%m%d-%H%M%S')}.json")
+            try:
+                os.replace(state_file, aside)
+                note = (f"note: {state_file.name} was damaged ({type(e).__name__}); set aside as "
+                        f"{aside.name}, hint levels start again\n")
+            except OSError:
+                note = f"note: {state_file.name} is damaged ({type(e).__name__}); hint levels start again\n"
             state = {}
-    except (ValueError, OSError):
-        state = {}
     hints = REGISTRY[name].hints
-    level = min(int(state.get(name, 0)) + 1, len(hints)) if str(state.get(name, 0)).isdigit() else 1
+    level = min(state.get(name, 0) + 1, len(hints))
     state[name] = level
     try:
-        state_file.write_text(json.dumps(state))
+        write_atomic(state_file, json.dumps(state).encode())
     except OSError:
-        pass  # a read-only folder: the hint is still shown
+        pass  # a read-only folder, or something there that is not a file: the hint is still shown
     more = (f"(hint {level} of {len(hints)}; run it again for the next)" if level < len(hints)
             else f"(that was the last hint; `python -m minivae.exercises solution {name}` says where the answer is)")
-    return "\n".join(f"hint {i + 1}: {h}" for i, h in enumerate(hints[:level])) + "\n" + more
+    return note + "\n".join(f"hint {i + 1}: {h}" for i, h in enumerate(hints[:level])) + "\n" + more
 
 
 def main(argv=None) -> int:
