@@ -2,6 +2,7 @@
 
     python benchmarks/train_speed.py                 # batch 100 and 1000, 3 epochs each
     python benchmarks/train_speed.py --epochs 5 --batch 100
+    python benchmarks/train_speed.py --busy 1        # quiet, then with 1 spinning competitor
 
 The workload is the paper's MNIST model on grayscale Fashion-MNIST: 784-500-20 (tanh), Bernoulli
 likelihood, L = 1, Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8), float32, every parameter initialized
@@ -16,6 +17,13 @@ fraction of minivae's epoch it is; where the rest of minivae's time goes, by pha
 -ELBO of every trained model (same model, data and optimizer: they must agree within the spread
 between two minivae seeds); peak memory (RSS) of a training run and of a k = 5000 importance-
 weighted evaluation; the thread count and the BLAS in use.
+
+``--busy N`` measures instead what a learner's laptop sees: each batch size quiet, then with N
+processes spinning on the CPU for the whole phase (stopped after). Side by side: minivae with its own
+thread choice (``threads.ThreadChoice``, as ``train`` makes it: each count tried on a window of its
+own steps, again every 20 s or on drift), minivae at 1 thread and at every usable core, the
+hand-fused step at the count minivae mostly ran with in that epoch, and PyTorch (default and fused
+Adam) at its own default threads.
 """
 
 from __future__ import annotations
@@ -45,12 +53,14 @@ def minivae_model(seed):
     return minivae.init_params(MODEL, seed=seed, dtype="float32"), {}
 
 
-def minivae_epoch(model, x_train, batch, epoch, seed=0):
+def minivae_epoch(model, x_train, batch, epoch, seed=0, blas=None):
     """One epoch of minivae's training step, or of the hand-fused one (a ``FusedStep``) on the same
-    batches and the same noise."""
+    batches and the same noise. ``blas``: a ``threads.BlasThreads`` told every step's time, as in
+    ``train``, which may switch the thread count between steps."""
     tcfg = TrainConfig(batch_size=batch, seed=seed)
     perm = Generator((seed, 0, epoch)).permutation(len(x_train))
     for step in range(len(x_train) // batch):
+        t0 = time.perf_counter()
         xb = minibatch(x_train, perm, step, tcfg)
         if isinstance(model, FusedStep):
             model.loss_and_grads(xb, Generator((seed, 1, epoch, step)).normal((1, batch, MODEL.z_dim), "float32"))
@@ -59,6 +69,8 @@ def minivae_epoch(model, x_train, batch, epoch, seed=0):
             params, state = model
             _, grads = gradient(params, xb, MODEL, tcfg, epoch, step)
             optim.step(params, grads, state, "adam", lr=1e-3)
+        if blas is not None:
+            blas.step_done(time.perf_counter() - t0)
 
 
 def fused_gradient_gap(x_train, batch):
@@ -214,6 +226,81 @@ def peak_rss(what, batch, n_eval, out):
     return json.loads(res.stdout.strip().splitlines()[-1]), time.perf_counter() - t0
 
 
+# --- under load ------------------------------------------------------------------------------------
+
+def spinners(n):
+    """``n`` processes that spin on the CPU until killed, like a browser tab or another job."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def epochs_under_load(x_train, batch, epochs, busy, have_torch):
+    """Seconds per epoch of each implementation, epochs interleaved, with ``busy`` spinners running
+    throughout; and the count minivae's choice ran most steps of each epoch with."""
+    from threadpoolctl import threadpool_limits
+
+    from minivae.threads import BlasThreads, ThreadChoice, usable_cores
+
+    cores = usable_cores()
+    choice = BlasThreads(ThreadChoice())   # one choice for the whole phase, as for a training run
+    chosen = []
+    model = {"choice": minivae_model(0), "one": minivae_model(0), "all": minivae_model(0),
+             "fused": FusedStep(minivae_model(0)[0], MODEL, batch)}
+    names = {"choice": "minivae, its choice", "one": "minivae, 1 thread", "all": f"minivae, {cores} threads",
+             "fused": "NumPy, hand-fused step"}
+    if have_torch:
+        import torch
+        x_train_t = torch.from_numpy(x_train)
+        model.update(torch_default=torch_model(0, False), torch_fused=torch_model(0, True))
+        names.update(torch_default="PyTorch (default Adam)", torch_fused="PyTorch (fused Adam)")
+    times = {k: [] for k in model}
+    procs = spinners(busy)
+    try:
+        time.sleep(0.5)
+        for epoch in range(epochs):
+            for key, m in model.items():
+                t0 = time.perf_counter()
+                if key == "choice":
+                    with choice:
+                        minivae_epoch(m, x_train, batch, epoch, blas=choice)
+                    chosen.append(choice.mostly())
+                elif key.startswith("torch"):
+                    torch_epoch(m, x_train_t, batch, epoch)
+                else:
+                    n = {"one": 1, "all": cores, "fused": chosen[-1]}[key]
+                    with threadpool_limits(limits=n, user_api="blas"):
+                        minivae_epoch(m, x_train, batch, epoch)
+                times[key].append(time.perf_counter() - t0)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    return {names[k]: v for k, v in times.items()}, chosen
+
+
+def load_main(args, x_train, have_torch):
+    from minivae.threads import usable_cores
+    print(f"{usable_cores()} usable cores; quiet, then {args.busy} spinning process(es) for the whole "
+          f"phase; {args.epochs} epochs of each, interleaved\n")
+    for batch in args.batch:
+        runs = {phase: epochs_under_load(x_train, batch, args.epochs, n, have_torch)
+                for phase, n in (("quiet", 0), (f"busy {args.busy}", args.busy))}
+        print(f"batch {batch}: seconds per epoch, median of {args.epochs} (minivae's choice: threads per epoch)")
+        print(f"  {'':<26}" + "".join(f"{phase:>14}" for phase in runs))
+        med = {phase: {name: median(ts) for name, ts in times.items()} for phase, (times, _) in runs.items()}
+        for name in next(iter(med.values())):
+            print(f"  {name:<26}" + "".join(f"{med[phase][name]:>14.2f}" for phase in runs))
+        print(f"  {'  threads chosen':<26}" + "".join(f"{','.join(map(str, c)):>14}" for _, c in runs.values()))
+        for phase, m in med.items():
+            best = min(m["minivae, 1 thread"], next(v for k, v in m.items() if k.startswith("minivae, ") and k.endswith("threads")))
+            line = (f"  {phase}: its choice / the faster of 1 and all threads = {m['minivae, its choice'] / best:.2f}; "
+                    f"/ hand-fused = {m['minivae, its choice'] / m['NumPy, hand-fused step']:.2f}")
+            if have_torch:
+                line += (f"; / PyTorch default = {m['minivae, its choice'] / m['PyTorch (default Adam)']:.2f}, "
+                         f"fused = {m['minivae, its choice'] / m['PyTorch (fused Adam)']:.2f}")
+            print(line)
+        print()
+
+
 # --- main ------------------------------------------------------------------------------------------
 
 def main(argv=None):
@@ -224,7 +311,20 @@ def main(argv=None):
     ap.add_argument("--eval-examples", type=int, default=200,
                     help="test images for the k=5000 memory measurement (memory does not grow with it)")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--examples", type=int, default=60_000, help="with --busy: examples per epoch")
+    ap.add_argument("--busy", type=int, default=None, metavar="N",
+                    help="quiet, then with N spinning processes: the thread choice under load")
     args = ap.parse_args(argv)
+    if args.busy is not None:
+        try:
+            import torch  # noqa: F401 - at its own default threads
+            have_torch = True
+        except ImportError:
+            have_torch = False
+        ds = load_workload()
+        lines = describe_machine(0)
+        print("\n".join([lines[0].replace(", threads fixed at 0", "")] + lines[1:]))
+        return load_main(args, ds.x_train[:args.examples], have_torch)
 
     from threadpoolctl import threadpool_limits
     threadpool_limits(args.threads)

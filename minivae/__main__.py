@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .checkpoint import MAX_KEEP
 from .config import LIKELIHOOD_MODES
 
 BACKEND_CHOICES = ["numpy", "cupy", "strict", "auto"]
@@ -79,6 +80,7 @@ def cmd_gradcheck(args) -> int:
     samples = [args.n_samples] if args.n_samples else [1, 3]
     configs = [(mode, activation, hidden, n_samples) for mode in modes for activation in activations
                for hidden in depths for n_samples in samples]
+    _check_gradcheck_size(args, depths)
     full_tables = args.verbose or len(configs) == 1
     failed = 0
     worst = {}
@@ -110,6 +112,24 @@ def cmd_gradcheck(args) -> int:
     return 1 if failed else 0
 
 
+GRADCHECK_MAX_ELEMENTS = 200_000  # every element costs 4 evaluations of the loss
+
+
+def _check_gradcheck_size(args, depths) -> None:
+    """One line instead of hours of finite differences (or a MemoryError) for a model too big."""
+    from .config import VAEConfig
+    from .memory import n_parameters
+    for hidden in depths:
+        n = n_parameters(VAEConfig(x_dim=args.x_dim, hidden=hidden, z_dim=args.z_dim,
+                                   likelihood="gaussian", variance="per_pixel"))
+        if n > GRADCHECK_MAX_ELEMENTS:
+            raise ValueError(f"gradcheck compares every one of a model's parameters, 4 loss evaluations "
+                             f"each: --x-dim {args.x_dim} --z-dim {args.z_dim} --hidden "
+                             f"{','.join(map(str, hidden)) or 'none'} has {n:,}, over the "
+                             f"{GRADCHECK_MAX_ELEMENTS:,} it checks; choose smaller sizes (the check "
+                             f"does not depend on them)")
+
+
 def model_config(args, x_dim):
     """The VAEConfig of ``train``'s arguments for data of ``x_dim`` pixels."""
     from .config import VAEConfig
@@ -131,7 +151,7 @@ def train_config(args):
 
 
 # With --resume a run continues with its own settings; these flags still apply.
-RESUME_FLAGS = {"resume", "out", "epochs", "keep", "no_progress"}
+RESUME_FLAGS = {"resume", "out", "epochs", "max_steps", "keep", "no_progress"}
 
 
 def _given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
@@ -173,6 +193,8 @@ def cmd_train(args) -> int:
             tcfg.epochs = args.epochs
         if args.keep is not None:
             tcfg.keep = args.keep
+        if args.max_steps is not None:
+            tcfg.max_steps = args.max_steps
         out = Path(args.out)
     else:
         tcfg = train_config(args)
@@ -192,12 +214,19 @@ def cmd_train(args) -> int:
     t0 = time.perf_counter()
     result = train(mcfg, tcfg, out, data=data, resume=args.resume, overwrite=args.overwrite,
                    progress=not args.no_progress)
-    figures = make_figures(out, result["params"], mcfg, data, tcfg.backend, tcfg.dtype)
+    last = result["last"].get("test_loss")
     print(f"{result['status']} after {result['global_step']} steps in {time.perf_counter() - t0:.1f}s; "
-          f"final test -ELBO {result['last'].get('test_loss', float('nan')):.4f} nats")
+          + (f"final test -ELBO {last:.4f} nats" if last is not None else
+             "no epoch has finished yet, so there is no test -ELBO"))
+    try:
+        figures = make_figures(out, result["params"], mcfg, data, tcfg.backend, tcfg.dtype)
+    except (Exception, MemoryError) as e:  # noqa: BLE001 - the run itself is safe whatever drawing does
+        print(f"error: the run is complete and saved in {out} (checkpoint, metrics.csv, run.json), but "
+              f"its figures could not be drawn: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
+        return 1
     print("figures: " + ", ".join(str(p) for p in figures))
     print(f"next: python -m minivae evaluate {out}")
-    return 130 if result["status"] == "interrupted" else 0
+    return 128 + result["signal"] if result["status"] == "interrupted" else 0
 
 
 def _load_run(run_dir, backend=None):
@@ -222,14 +251,17 @@ def cmd_evaluate(args) -> int:
     from .bounds import evaluate, likelihood_is_density
     from .files import write_atomic
     from .data import load_dataset
+    from .run import check_same_data
     from .train import prepare_data
 
     mcfg, tcfg, params, backend = _load_run(args.run_dir, args.backend)
     data = load_dataset(tcfg.dataset, tcfg.data_dir, progress=False)
+    check_same_data(args.run_dir, data)
     _, x_test = prepare_data(data, tcfg)
     if args.limit:
         x_test = x_test[:args.limit]
     x = from_numpy(x_test, backend, tcfg.dtype)
+    _require_evaluate_memory(mcfg, tcfg, x.shape[0], args.batch_size, args.k)
     t0 = time.perf_counter()
     # the ELBO with training's own draws (so it is the number training printed last), the
     # importance samples with --seed
@@ -253,7 +285,26 @@ def cmd_evaluate(args) -> int:
     path = Path(args.run_dir) / "evaluation.json"
     write_atomic(path, json.dumps(stats, indent=1).encode())
     print(f"wrote {path}")
+    bad = [name for name in ("elbo", f"iwae_{args.k}") if name in stats and not math.isfinite(stats[name])]
+    if bad:
+        print(f"error: {' and '.join(bad)} came out {stats[bad[0]]}: the checkpoint's parameters give a "
+              f"non-finite bound on this data (overflowing weights?); these numbers mean nothing",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+EVALUATE_CHUNK = 100  # importance samples drawn at once per example (bounds.evaluate's chunk)
+
+
+def _require_evaluate_memory(mcfg, tcfg, n_examples: int, batch_size: int, k: int) -> None:
+    """evaluate's working set (a batch of examples, times the samples drawn at once) must fit."""
+    from .memory import batch_bytes, itemsize, require
+    batch = min(batch_size, n_examples)
+    draws = max(min(k, EVALUATE_CHUNK), mcfg.n_samples)
+    require(batch_bytes(mcfg, batch, draws, itemsize(tcfg.dtype)),
+            f"evaluating {batch:,} examples at a time with {draws} samples each",
+            "choose a smaller --batch-size (100 is plenty)")
 
 
 def _what_the_numbers_are(mcfg, tcfg, density: bool) -> str:
@@ -327,7 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=count, default=0)
     g.add_argument("--h", type=_number(positive=True), default=DEFAULT_H, help="finite-difference step")
     g.add_argument("--order", type=int, default=4, choices=[2, 4], help="stencil order")
-    g.add_argument("--directions", type=count, default=0, help="add random-direction checks")
+    g.add_argument("--directions", type=_integer(0, 10_000, "each costs 4 evaluations of the loss; "
+                                                    "1,000 already sample every direction well"),
+                   default=0, help="add random-direction checks (at most 10,000)")
     g.add_argument("-v", "--verbose", action="store_true", help="print every table, not just failures")
     g.set_defaults(func=cmd_gradcheck)
 
@@ -365,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: cupy where a CUDA GPU can be used, else numpy")
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     t.add_argument("--threads", type=positive, default=None,
-                   help="BLAS threads (default: 1 for small models, else the library's default)")
+                   help="BLAS threads (default: 1 for small models, else measured: the faster of 1 "
+                        "and all usable cores, again when the load changes)")
     t.add_argument("--sync-every", type=positive, default=25,
                    help="read the losses back from the device every this many steps (default 25)")
     t.add_argument("--out", default=None, help="run folder (default runs/<name>)")
@@ -374,8 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--overwrite", action="store_true",
                    help="replace the run that --out or --name already holds (default: refuse)")
-    t.add_argument("--keep", type=positive, default=None,
-                   help="checkpoints kept: the newest and the ones before it (default 2)")
+    t.add_argument("--keep", type=_integer(1, MAX_KEEP, "each checkpoint is a whole copy of the model "
+                                                     "and its optimizer state"), default=None,
+                   help=f"checkpoints kept: the newest and the ones before it (default 2, at most {MAX_KEEP})")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train, parser=t)
 
@@ -425,12 +480,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SHRINK = {  # what to make smaller when a command runs out of memory
+    "train": "choose a smaller --batch-size, --n-samples or --hidden (the last checkpoint is kept: "
+             "continue with --resume)",
+    "evaluate": "choose a smaller --batch-size or --k",
+    "sample": "choose a smaller --n",
+    "gradcheck": "choose a smaller --x-dim, --z-dim, --hidden or --directions",
+}
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
         return args.func(args)
+    except MemoryError as e:  # CuPy's OutOfMemoryError is one too; whatever was saved stays saved
+        print(f"error: out of memory during `{args.command}`{f' ({str(e)[:200]})' if str(e) else ''}; "
+              f"{SHRINK.get(args.command, 'choose smaller sizes')}. Files already written are intact.",
+              file=sys.stderr)
+        return 2
     except (ValueError, RuntimeError, OSError) as e:  # bad input, missing files, a full disk: one line
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import signal
 import sys
 import time
@@ -35,16 +36,19 @@ import numpy as np
 from . import optim
 from .backend import Generator, from_numpy, namespace_of, resolve, to_numpy
 from .bounds import evaluate
-from .checkpoint import SUFFIX, CheckpointError, checkpoint_files, load_checkpoint, save_checkpoint
+from .checkpoint import (MAX_KEEP, SUFFIX, CheckpointError, checkpoint_files, load_checkpoint,
+                         save_checkpoint)
 from .config import VAEConfig
 from .memory import batch_bytes, itemsize, n_parameters, require
-from .data import BINARIZE, DATASETS, Dataset, binarize_dynamic, binarize_static, load_dataset
-from .run import (RunLock, clear_for_new_run, load_run, new_run_id, read_metrics, save_run_config,
-                  write_metrics)
+from .data import (BINARIZE, DATASETS, IDX_SOURCES, Dataset, binarize_dynamic, binarize_static,
+                   fingerprint, load_dataset, locate)
+from .run import (RunLock, check_same_data, clear_for_new_run, load_run, new_run_id, read_metrics,
+                  save_run_config, write_metrics)
+from .threads import BlasThreads, ThreadChoice, usable_cores
 from .vae import backward, forward, init_params, validate_data
 
 METRICS = ["epoch", "step", "beta", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
-           "test_kl", "test_active_units", "seconds", "elapsed"]
+           "test_kl", "test_active_units", "seconds", "elapsed", "threads"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -91,6 +95,9 @@ class TrainConfig:
             raise ValueError(f"binarize: expected one of {BINARIZE}, got {self.binarize!r}")
         for name in ("epochs", "batch_size", "sync_every", "keep"):
             _check_int(name, getattr(self, name), low=1)
+        if self.keep > MAX_KEEP:
+            raise ValueError(f"keep: expected an integer <= {MAX_KEEP} (each checkpoint is a whole copy "
+                             f"of the model and its optimizer state), got {self.keep:,}")
         _check_int("seed", self.seed, low=0)
         for name in ("max_steps", "threads"):
             if getattr(self, name) is not None:
@@ -106,6 +113,8 @@ class TrainConfig:
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
         if self.data_dir is not None and not isinstance(self.data_dir, str):
             raise ValueError(f"data_dir: expected a folder name or None, got {self.data_dir!r}")
+        if self.data_dir is not None:  # run.json must not depend on the folder it was started in
+            self.data_dir = os.path.abspath(self.data_dir)
         self.backend = resolve(self.backend)
 
     def hyper(self) -> dict:
@@ -141,46 +150,64 @@ def prepare_data(data: Dataset, tcfg: TrainConfig):
     return x_train, x_test
 
 
-class _StopFlag:
-    """Turns Ctrl-C into a flag checked between steps, so a step is never cut in half.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
-    A second Ctrl-C stops at once, except while ``saving`` (a checkpoint is being written).
+
+class _StopFlag:
+    """Turns Ctrl-C (SIGINT), SIGTERM (``timeout``, ``kill``, Slurm, ``docker stop``) and SIGHUP (a
+    closed terminal) into a flag checked between steps, so a step is never cut in half and the
+    position is saved. ``signum`` is the signal that asked.
+
+    A second signal stops at once, except while ``saving`` (a checkpoint is being written).
     """
 
     def __init__(self):
-        self.requested = False
+        self.signum = None
         self.saving = False
 
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
     def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: Ctrl-C cannot reach us anyway
-            self._old = None
+        self._old = {}
+        for signum in STOP_SIGNALS:
+            try:
+                self._old[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: no signal can reach us anyway
+                break
         return self
 
     def _handle(self, signum, frame):
-        if self.requested and not self.saving:  # a second Ctrl-C stops at once
+        if self.requested and not self.saving:  # a second signal stops at once
             raise KeyboardInterrupt
-        self.requested = True
+        self.signum = self.signum or signum
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for signum, old in self._old.items():
+            signal.signal(signum, old)
+
+
+def signal_name(signum: int) -> str:
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
 
 
 # Below this many multiply-adds in a step's largest matrix product, BLAS threads cost more than
 # they give (the default digits model is 7x slower with two OpenBLAS threads than with one when
-# another process is busy on the second core), so training runs single-threaded.
+# another process is busy on the second core), so training runs single-threaded without measuring.
 SMALL_GEMM = 4_000_000
 
 
 def blas_threads(mcfg: VAEConfig, tcfg: TrainConfig) -> int | None:
-    """BLAS threads for training: ``tcfg.threads`` if set, 1 for small models, else the default."""
+    """A fixed BLAS thread count for training, or None: chosen from the steps' times (threads.py).
+
+    ``tcfg.threads`` if set; 1 for small models, on one usable core, and on CuPy (whose math runs on
+    the device; the host's BLAS is idle); otherwise None."""
     if tcfg.threads:
         return tcfg.threads
     widths = (mcfg.x_dim, *mcfg.hidden, mcfg.z_dim)
     biggest = tcfg.batch_size * max(a * b for a, b in zip(widths, widths[1:]))
-    return 1 if biggest < SMALL_GEMM else None
+    return 1 if biggest < SMALL_GEMM or usable_cores() == 1 or tcfg.backend == "cupy" else None
 
 
 def minibatch(x_train, perm, step: int, tcfg: TrainConfig):
@@ -233,12 +260,14 @@ class Progress:
     global_step: int = 0
     sums: list = dataclasses.field(default_factory=lambda: [0.0, 0.0, 0.0, 0])
     elapsed: float = 0.0
+    blas: dict | None = None  # the ThreadChoice's state: the BLAS threads in use and their timings
 
     @classmethod
     def from_meta(cls, meta: dict, n_batches: int) -> "Progress":
         """The progress recorded in a checkpoint's ``meta``, checked; CheckpointError if invalid."""
         try:
-            p = cls(meta["epoch"], meta["step"], meta["global_step"], list(meta["sums"]), meta["elapsed"])
+            p = cls(meta["epoch"], meta["step"], meta["global_step"], list(meta["sums"]), meta["elapsed"],
+                    ThreadChoice.check_state(meta.get("blas")))
             counts_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                             for v in (p.epoch, p.step, p.global_step, p.sums[3]))
             sums_ok = len(p.sums) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -269,8 +298,8 @@ class DeferredLosses:
     on a GPU a read waits for the device, so a step itself never reads. ``read`` is the NaN guard.
     """
 
-    def __init__(self, sync_every: int):
-        self.sync_every = sync_every
+    def __init__(self, sync_every: int, advice: str = "Try a smaller --lr, or float64."):
+        self.sync_every, self.advice = sync_every, advice
         self.pending = []  # (epoch, step, global step, batch size, (3,) device array)
 
     def add(self, epoch, step, global_step, batch_size, stats) -> bool:
@@ -291,15 +320,33 @@ class DeferredLosses:
             later = (f", and at {len(bad) - 1} later step(s) up to step {self.pending[bad[-1]][1] + 1}"
                      if len(bad) > 1 else "")
             raise TrainingDiverged(f"the loss became {value} at epoch {epoch + 1}, step {step + 1} "
-                                   f"(global step {g + 1}){later}; {kept()}. Try a smaller --lr, or float64.")
+                                   f"(global step {g + 1}){later}; {kept()}. {self.advice}")
         progress.add(values, [B for _, _, _, B, _ in self.pending])
         self.pending.clear()
 
 
-def data_record(data: Dataset) -> dict:
-    """What run.json says about the data a run was trained on."""
-    return {"name": data.name, "n_train": len(data.x_train), "n_test": len(data.x_test),
-            "x_dim": data.x_dim, "image_shape": list(data.image_shape)}
+def divergence_advice(mcfg: VAEConfig, tcfg: TrainConfig) -> str:
+    """What to change when a run diverges, naming the setting most likely to blame."""
+    if mcfg.likelihood == "gaussian" and mcfg.variance == "fixed" and mcfg.sigma < 1e-3:
+        return (f"--sigma {mcfg.sigma:g} scales the reconstruction term by 1/sigma^2: try a --sigma of "
+                f"0.01 or more, or a learned variance (--likelihood gaussian_shared)")
+    if mcfg.init == "normal" and mcfg.init_std > 1:
+        return f"--init-std {mcfg.init_std:g} starts the network saturated: try the paper's 0.01"
+    if tcfg.lr is not None and tcfg.lr > 0.1:
+        return f"--lr {tcfg.lr:g} is large. Try a smaller --lr (Adam's default is 1e-3), or float64."
+    return "Try a smaller --lr, or float64."
+
+
+def data_record(data: Dataset, data_dir: str | None = None) -> dict:
+    """What run.json says about the data a run was trained on: its sizes, its fingerprint (checked
+    by --resume and evaluate), and for an IDX data set the folder its files were found in."""
+    record = {"name": data.name, "n_train": len(data.x_train), "n_test": len(data.x_test),
+              "x_dim": data.x_dim, "image_shape": list(data.image_shape), "fingerprint": fingerprint(data)}
+    if data.name in IDX_SOURCES:
+        found = locate(data.name, data_dir)
+        if found:
+            record["data_dir"] = str(Path(found["train_images"]).resolve().parent)
+    return record
 
 
 def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
@@ -318,6 +365,8 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
     out = Path(out)
     if data is None:
         data = load_dataset(tcfg.dataset, tcfg.data_dir, progress)
+    if resume:
+        check_same_data(out, data, log)  # before anything in the run folder changes
     if data.name in DATASETS and data.name != tcfg.dataset:  # run.json names the data trained on
         tcfg = dataclasses.replace(tcfg, dataset=data.name)
     if data.x_dim != mcfg.x_dim:
@@ -336,19 +385,19 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
     n_batches = math.ceil(N / tcfg.batch_size)
     ckpt = out / "checkpoint"
 
-    with RunLock(out):
+    with RunLock(out), _StopFlag() as stop:
         params, opt_state, at, run_id = _start(out, mcfg, tcfg, resume, overwrite, n_batches, log)
-        save_run_config(out, mcfg, tcfg, run_id, data_record(data))
+        save_run_config(out, mcfg, tcfg, run_id, data_record(data, tcfg.data_dir))
         rows = read_metrics(out / "metrics.csv", METRICS, before_epoch=at.epoch + 1, log=log)
         write_metrics(out / "metrics.csv", METRICS, rows)  # only the epochs the checkpoint holds
         status = _loop(params, opt_state, at, rows, x_train, x_test, mcfg, tcfg, out, run_id,
-                       progress, callback, log)
+                       progress, callback, log, stop)
     if status == "interrupted":
-        log(f"stopped by Ctrl-C; saved {ckpt}{SUFFIX}. Continue with: "
+        log(f"stopped by {signal_name(stop.signum)}; saved {ckpt}{SUFFIX}. Continue with: "
             f"python -m minivae train --resume --out {out}")
     last = {k: float(v) for k, v in rows[-1].items() if v != ""} if rows else {}
     return {"status": status, "out": str(out), "global_step": at.global_step, "elapsed": at.elapsed,
-            "last": last, "params": params}
+            "last": last, "params": params, "signal": stop.signum}
 
 
 def _start(out: Path, mcfg, tcfg, resume: bool, overwrite: bool, n_batches: int, log):
@@ -374,16 +423,16 @@ def _start(out: Path, mcfg, tcfg, resume: bool, overwrite: bool, n_batches: int,
 
 
 def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, out, run_id,
-          progress, callback, log) -> str:
+          progress, callback, log, stop: "_StopFlag") -> str:
     """The training algorithm: for each epoch, for each minibatch: draw, forward, backward, update;
     at the end of an epoch: evaluate, record, save. Returns "finished", "interrupted" or "max_steps".
-    Mid-epoch stops (Ctrl-C, max_steps) save where they are, so a resume continues there."""
-    from threadpoolctl import threadpool_limits
+    Mid-epoch stops (a signal in ``stop``, max_steps) save where they are, so a resume continues there."""
     from tqdm import tqdm
 
     N, B = x_train.shape[0], tcfg.batch_size
     n_batches = math.ceil(N / B)
-    losses, hyper, ckpt = DeferredLosses(tcfg.sync_every), tcfg.hyper(), out / "checkpoint"
+    losses = DeferredLosses(tcfg.sync_every, divergence_advice(mcfg, tcfg))
+    hyper, ckpt = tcfg.hyper(), out / "checkpoint"
     optimizer = optim.Flat(params, opt_state, tcfg.optimizer)  # params become views of one buffer
     rng = Generator((tcfg.seed, 1), tcfg.backend)  # rekeyed by every step: one device generator
 
@@ -398,7 +447,7 @@ def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, ou
         if not _all_finite([optimizer.w]):
             raise TrainingDiverged(f"the parameters are no longer finite after global step "
                                    f"{at.global_step} although every loss was; not saved; {kept()}. "
-                                   f"Try a smaller --lr, or float64.")
+                                   f"{losses.advice}")
 
     def save(stop: _StopFlag) -> None:
         """Write the checkpoint (after ``guard``); a second Ctrl-C cannot cut it in half."""
@@ -416,7 +465,8 @@ def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, ou
             return "max_steps"
         return None
 
-    with _StopFlag() as stop, threadpool_limits(limits=blas_threads(mcfg, tcfg), user_api="blas"):
+    choice = ThreadChoice.from_state(at.blas, fixed=blas_threads(mcfg, tcfg))
+    with BlasThreads(choice) as blas:
         for epoch in range(at.epoch, tcfg.epochs):
             perm = from_numpy(Generator((tcfg.seed, 0, epoch), "numpy").permutation(N), tcfg.backend)
             first = at.step if epoch == at.epoch else 0
@@ -426,6 +476,7 @@ def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, ou
             with tqdm(total=n_batches, initial=first, desc=f"epoch {epoch + 1}/{tcfg.epochs}",
                       disable=not progress, leave=False, file=sys.stderr) as bar:
                 for step in range(first, n_batches):
+                    t0 = time.perf_counter()
                     xb = minibatch(x_train, perm, step, tcfg)
                     beta = kl_weight(mcfg, tcfg, epoch, step, n_batches)
                     step_cfg = mcfg if beta == mcfg.beta else dataclasses.replace(mcfg, beta=beta)
@@ -433,6 +484,7 @@ def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, ou
                     optimizer.step(grads, **hyper)
                     due = losses.add(epoch, step, at.global_step, xb.shape[0], stats)
                     at.global_step += 1
+                    blas.step_done(time.perf_counter() - t0)  # may change the count for the next step
                     bar.update(1)
                     if callback is not None:
                         callback(epoch, step, stats)
@@ -441,6 +493,7 @@ def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, ou
                         bar.set_postfix_str(f"-ELBO {at.mean(0):.3f}")
                     if stopping(stop):
                         break
+            at.blas = choice.state()
             if step + 1 < n_batches:  # stopped mid-epoch: save the position, to resume there
                 at.epoch, at.step = epoch, step + 1
                 at.elapsed += time.perf_counter() - start
@@ -452,11 +505,12 @@ def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, ou
             at.epoch, at.step, at.elapsed = epoch + 1, 0, at.elapsed + seconds
             row = {"epoch": epoch + 1, "step": at.global_step, "beta": beta, "train_loss": at.mean(0),
                    "train_recon": at.mean(1), "train_kl": at.mean(2),
-                   **_evaluate_test(params, x_test, mcfg, tcfg), "seconds": seconds, "elapsed": at.elapsed}
+                   **_evaluate_test(params, x_test, mcfg, tcfg), "seconds": seconds,
+                   "elapsed": at.elapsed, "threads": blas.mostly()}
             if not math.isfinite(row["test_loss"]):
                 raise TrainingDiverged(f"the test -ELBO became {row['test_loss']} after epoch {epoch + 1} "
                                        f"(global step {at.global_step}); not saved; {kept()}. "
-                                       f"Try a smaller --lr.")
+                                       f"{losses.advice}")
             rows.append(row)
             write_metrics(out / "metrics.csv", METRICS, rows)  # before the checkpoint: a resume
             save(stop)                                         # drops rows past the checkpoint

@@ -207,7 +207,7 @@ def test_evaluate_on_binarized_data_states_the_bound(tmp_path, capsys):
 
 def test_evaluate_reports_the_elbo_training_printed_last(run, capsys):
     import csv
-    last = float(list(csv.DictReader(open(run / "metrics.csv")))[-1]["test_loss"])
+    last = float(list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))[-1]["test_loss"])
     for batch in ("100", "7"):  # the draws do not depend on the batch size, nor on k
         assert main(["evaluate", str(run), "--k", "5", "--batch-size", batch]) == 0
         text = capsys.readouterr().out

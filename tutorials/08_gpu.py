@@ -97,33 +97,51 @@ for name in [b for b in ("numpy", "strict") if B.is_available(b)]:
 # gradients, Adam), median of several runs, in float32 and float64, on each backend present. It is
 # the step `train` runs: `train.minibatch`, `train.gradient` with the run's generator rekeyed, and
 # `optim.Flat`, which runs Adam over all parameters as one buffer (on a GPU a dozen kernel launches
-# instead of a dozen per weight matrix). On a GPU this model is too small to fill the device at
-# batch 100; the GPU's advantage appears at larger batches (`benchmarks/` has the full measurement).
-# On the CPU, float32 halves the memory traffic of every matrix product.
+# instead of a dozen per weight matrix). On the CPU it is timed at one BLAS thread and at every usable
+# core; `train` itself picks between them from its own steps' times (`threads.ThreadChoice`; the next
+# section says why it has to), and reports its time per step, printed last.
 
 # %%
-from minivae import optim, train
+from threadpoolctl import threadpool_limits
+
+from minivae import optim, threads, train
+from minivae.data import Dataset
+
+CFG = VAEConfig(x_dim=784, hidden=(500,), z_dim=20)
+cores = threads.usable_cores()
 
 
-def time_step(name, dtype, batch, repeats):
-    cfg = VAEConfig(x_dim=784, hidden=(500,), z_dim=20)
+def time_step(name, dtype, batch, repeats, n_threads):
+    """Median seconds of one training step; on the CPU with ``n_threads`` BLAS threads."""
     tcfg = train.TrainConfig(batch_size=batch, backend=name, dtype=dtype)
-    params, state = minivae.init_params(cfg, backend=name, dtype=dtype), {}
+    params, state = minivae.init_params(CFG, backend=name, dtype=dtype), {}
     x = B.Generator(0, name).uniform((10 * batch, 784), dtype)      # the data, on the device
     perm = B.from_numpy(np.random.default_rng(0).permutation(10 * batch), name)  # once per epoch
     rng, adam = B.Generator((0, 1), name), optim.Flat(params, state, "adam")
     times = []
-    for i in range(repeats + 2):
-        t0 = time.perf_counter()
-        xb = train.minibatch(x, perm, i % 10, tcfg)
-        stats, grads = train.gradient(params, xb, cfg, tcfg, 0, i, rng)  # stats stay on the device
-        adam.step(grads)
-        if name == "cupy":
-            import cupy
-            cupy.cuda.Device().synchronize()
-        if i >= 2:                      # the first steps warm up caches (and CUDA kernels)
-            times.append(time.perf_counter() - t0)
+    with threadpool_limits(limits=n_threads, user_api="blas"):
+        for i in range(repeats + 2):
+            t0 = time.perf_counter()
+            xb = train.minibatch(x, perm, i % 10, tcfg)
+            stats, grads = train.gradient(params, xb, CFG, tcfg, 0, i, rng)  # stats stay on the device
+            adam.step(grads)
+            if name == "cupy":
+                import cupy
+                cupy.cuda.Device().synchronize()
+            if i >= 2:                      # the first steps warm up caches (and CUDA kernels)
+                times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def train_one_epoch(n_steps=300):
+    """train() itself for one epoch of ``n_steps`` steps on random images: (ms per step it reports,
+    the BLAS threads it ran most steps with)."""
+    images = np.random.default_rng(1).random((100 * n_steps, 784), dtype=np.float32)
+    labels = np.zeros(len(images), dtype=np.int64)
+    data = Dataset("random", images, labels, images[:500], labels[:500], (28, 28))
+    run = train.train(CFG, train.TrainConfig(epochs=1, batch_size=100), FIGURES / "timing_run",
+                      data=data, overwrite=True, progress=False, log=lambda *a: None)
+    return 1e3 * run["last"]["seconds"] / n_steps, int(run["last"]["threads"])
 
 
 repeats = 5 if QUICK else 30
@@ -131,23 +149,80 @@ timings = {}
 for name in [b for b in ("numpy", "cupy") if B.is_available(b)]:
     for dtype in ("float32", "float64"):
         for batch in ((100,) if QUICK else (100, 1000)):
-            timings[(name, dtype, batch)] = time_step(name, dtype, batch, repeats)
-            print(f"{name:<6}{dtype:<9} batch {batch:>5}: {1e3 * timings[(name, dtype, batch)]:8.2f} ms per step")
+            for n in (sorted({1, cores}) if name == "numpy" else [None]):
+                timings[(name, dtype, batch, n)] = time_step(name, dtype, batch, repeats, n)
+                print(f"{name:<6}{dtype:<9} batch {batch:>5}" + (f", {n} BLAS thread{'s' * (n > 1)}" if n else "")
+                      + f": {1e3 * timings[(name, dtype, batch, n)]:8.2f} ms per step")
 if not B.is_available("cupy"):
     print("No CUDA device here: install the extra (`pip install -e '.[gpu]'`) on a machine with an "
           "NVIDIA GPU and run this tutorial again; the numbers above are the CPU's.")
 assert all(t > 0 for t in timings.values())
+ratio = timings[("numpy", "float64", 100, cores)] / timings[("numpy", "float32", 100, cores)]
+print(f"float64 / float32 at batch 100 on the CPU ({cores} threads): {ratio:.2f}x the time")
+quiet_ms, quiet_choice = train_one_epoch()
+print(f"train() reports {quiet_ms:.2f} ms per step at batch 100, float32, over one epoch of 300 steps "
+      f"(most of them at {quiet_choice} BLAS thread{'s' * (quiet_choice > 1)}; its first steps try each count)")
 
 # %%
 import matplotlib.pyplot as plt
 
-fig, ax = plt.subplots(figsize=(6, 3.5))
-labels = [f"{n}\n{d}\nbatch {b}" for n, d, b in timings]
-ax.bar(labels, [1e3 * t for t in timings.values()])
+fig, ax = plt.subplots(figsize=(7, 3.5))
+ax.bar(range(len(timings)), [1e3 * t for t in timings.values()])
+ax.set_xticks(range(len(timings)), [f"{d[5:]}, B={bs}\n{n} thr." if n else f"{b} {d[5:]}\nB={bs}"
+                                     for b, d, bs, n in timings])
 ax.set_ylabel("ms per training step (median)")
 ax.set_title("784-500-20 VAE: one step of loss, gradients and Adam")
 fig.tight_layout()
 tut.save(fig, "step_times.png")
+
+# %% [markdown]
+# ## When another program is busy: threads that wait
+# NumPy's matrix products run on OpenBLAS, which splits each product over worker threads, one per
+# core. Between products the workers do not sleep at once: they **spin**, checking in a tight loop
+# for the next piece of work, because waking a sleeping thread takes longer than a short product. On
+# a quiet machine that is the fast choice. But when another program holds one of the cores (a
+# browser, Jupyter itself, a second training run), the worker on that core gets only part of it,
+# every product waits for its piece, and while NumPy's single-threaded work (Adam, `tanh`) runs, the
+# spinning workers take turns on the cores with both. More threads, then, can be much slower than
+# one. A framework hides this; here you can measure it. The cell starts one process that only spins
+# (it stops itself after two minutes), times the step at one thread and at every usable core with it
+# running, and runs `train` for one epoch beside it to see which count it picks.
+
+# %%
+import subprocess
+import sys
+
+busy = {}
+spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 120\n"
+                            "while time.time() < end: pass"])
+try:
+    time.sleep(0.5)
+    for n in sorted({1, cores}):
+        busy[n] = time_step("numpy", "float32", 100, 4 * repeats, n)
+    busy_ms, busy_choice = train_one_epoch()
+finally:
+    spinner.kill()
+    spinner.wait()
+print(f"{cores} usable core(s); ms per step at batch 100, float32")
+print(f"{'':<22}" + "".join(f"{f'{n} thread' + 's' * (n > 1):>12}" for n in busy) + f"{'train()':>10}{'its choice':>12}")
+print(f"{'quiet':<22}" + "".join(f"{1e3 * timings[('numpy', 'float32', 100, n)]:>12.2f}" for n in busy)
+      + f"{quiet_ms:>10.2f}{quiet_choice:>12}")
+print(f"{'one program spinning':<22}" + "".join(f"{1e3 * t:>12.2f}" for t in busy.values())
+      + f"{busy_ms:>10.2f}{busy_choice:>12}")
+if cores > 1:
+    slow = busy[cores] / busy[1]
+    print(f"with one program spinning, {cores} threads took {slow:.2f}x the time of one thread "
+          f"({'slower' if slow > 1 else 'faster'}); quiet, "
+          f"{timings[('numpy', 'float32', 100, cores)] / timings[('numpy', 'float32', 100, 1)]:.2f}x")
+
+# %% [markdown]
+# Read the table: a count that wins on a quiet machine can lose badly when a single other program
+# is busy, and only a measurement tells which. `train` measures on its own steps: it runs in windows
+# of about half a second, tries each count for one window, keeps the faster, and tries the others
+# again every 20 seconds or so, or at once when its step time jumps. `metrics.csv` records, per
+# epoch, the count most steps ran with (column `threads`). The products' last bits depend on how they
+# were split, so `--threads N` fixes the count when a run must be reproduced bit for bit.
+# `python benchmarks/train_speed.py --busy 1` compares whole epochs, quiet and busy, with PyTorch.
 
 # %% [markdown]
 # ## Reading values back, and checking a GPU
@@ -179,6 +254,8 @@ for label, value in doctor.environment():
 # - One code path: the math takes its array module from its inputs; only `backend.py` knows the backends.
 # - The numbers are the same on every backend (bit for bit on strict, to rounding on a GPU).
 # - On a device, reading a value is a synchronization: minivae reads losses in batches.
+# - On the CPU, more BLAS threads are not always faster: when another program holds a core, threads
+#   that spin-wait for it slow every product, so `train` measures the count it uses.
 #
 # **Try this.** (1) Run `python -m minivae doctor --backend strict`: the GPU checks, on the emulated
 # device. (2) Predict the float64/float32 time ratio at batch 1000, then compare it with the timings above.

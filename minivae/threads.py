@@ -1,0 +1,188 @@
+"""BLAS threads on the CPU: as many as this process can actually use, chosen from training's own steps.
+
+OpenBLAS's worker threads spin-wait for a core. When another program holds one of the cores, a
+matrix product split over every core waits for the busy one, and while NumPy's single-threaded work
+(Adam, tanh) runs, the spinning workers compete with both. More threads are then slower, not
+faster: on 2 cores with one busy competitor, an epoch of the paper's 784-500-20 model at batch 100
+took 4.7 s on one thread and 12.6 s on two (3.5 s on two, quiet). Which count is faster depends on
+the load at the moment, so training measures it on its own steps, which costs no extra work: it
+runs in windows of about half a second, tries each candidate count for one window at the start,
+keeps the faster, and tries the others again every ``EXPLORE_EVERY`` windows or as soon as the
+current count's step time drifts. (A few steps timed apart from training mislead here: under load
+their times scatter by 2x, and the cost of spinning threads shows only over longer stretches.)
+
+The products give different bits at different counts (OpenBLAS 0.3.31 splits some sums by thread),
+so the measured choice makes the exact numbers of a run depend on the machine's load. A fixed count
+(``--threads N``, and the single thread of small models) keeps a run reproducible bit for bit, and
+so does a resumed run that is given the same counts. The checkpoint records the choice's state, and
+metrics.csv the count each epoch mostly ran with.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+WINDOW = 0.5          # seconds of steps per measurement window
+EXPLORE_EVERY = 40    # windows between two tries of the counts not in use (about 20 s)
+DRIFT = 1.5           # a window this many times slower or faster than the last at its count: re-try
+WARMUP_STEPS = 3      # a run's first steps fill caches and start the pool's threads: not timed
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS and Windows have no sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
+def candidates(cores: int) -> list[int]:
+    """Thread counts worth trying on ``cores`` cores: 1, the powers of two below, and all of them."""
+    counts, n = [], 1
+    while n < cores:
+        counts.append(n)
+        n *= 2
+    return counts + [cores]
+
+
+def fastest(per_step: dict[int, float]) -> int:
+    """The count with the least time per step; among counts within 5% of it, the fewest threads
+    (they leave cores to the rest of the machine and are the least exposed to a change of load)."""
+    best = min(per_step.values())
+    return min(n for n, t in per_step.items() if t <= 1.05 * best)
+
+
+@dataclass
+class ThreadChoice:
+    """The BLAS thread count of a training run, step by step.
+
+    ``fixed``: a count that is never measured (``--threads N``; 1 for small models or one core).
+    Otherwise the loop asks ``threads`` before a step and reports the step's seconds to ``step_done``,
+    which returns the count for the next step. Everything but ``fixed`` is what ``state()`` records.
+    """
+    fixed: int | None = None
+    counts: list = field(default_factory=list)      # the candidates, tried in this order
+    threads: int | None = None                      # the count now in use
+    per_step: dict = field(default_factory=dict)    # count -> seconds per step, its last window
+    window_steps: int = 20                          # steps per window (set from the first window)
+    window: list = field(default_factory=lambda: [0, 0.0])  # steps and seconds of the window so far
+    since_explore: int = 0                          # windows since the others were last tried
+    skip: int = WARMUP_STEPS
+
+    def __post_init__(self):
+        if self.fixed is not None:
+            self.threads = self.fixed
+        elif self.threads is None:
+            self.counts = self.counts or sorted(candidates(usable_cores()), reverse=True)
+            self.threads = self.counts[0]
+
+    def step_done(self, seconds: float) -> int:
+        """Count one step of ``seconds``; at a window's end, record it and choose. Returns the count
+        for the next step."""
+        if self.fixed is not None:
+            return self.threads
+        if self.skip:
+            self.skip -= 1
+            return self.threads
+        self.window = [self.window[0] + 1, self.window[1] + seconds]
+        if self.window[0] >= self.window_steps:
+            self._end_window()
+        return self.threads
+
+    def _end_window(self) -> None:
+        steps, seconds = self.window
+        per_step = seconds / steps
+        before = self.per_step.get(self.threads)
+        self.per_step[self.threads] = per_step
+        self.window, self.since_explore = [0, 0.0], self.since_explore + 1
+        self.window_steps = max(5, min(1000, math.ceil(WINDOW / max(per_step, 1e-6))))
+        drifted = before is not None and not before / DRIFT <= per_step <= before * DRIFT
+        if drifted or self.since_explore >= EXPLORE_EVERY:   # the load changed, or may have
+            self.per_step = {self.threads: per_step}
+            self.since_explore = 0
+        untried = [n for n in self.counts if n not in self.per_step]
+        self.threads = untried[0] if untried else fastest(self.per_step)
+
+    def state(self) -> dict:
+        """What a checkpoint records, so that a resumed run continues the same choice."""
+        return {"counts": list(self.counts), "threads": self.threads,
+                "per_step": {str(n): t for n, t in self.per_step.items()},
+                "window_steps": self.window_steps, "window": list(self.window),
+                "since_explore": self.since_explore, "skip": self.skip}
+
+    @classmethod
+    def from_state(cls, state: dict | None, fixed: int | None) -> "ThreadChoice":
+        """The choice a checkpoint recorded (``check_state``'d), or a new one; ``fixed`` wins."""
+        if state is None or fixed is not None:
+            return cls(fixed=fixed)
+        return cls(counts=list(state["counts"]), threads=state["threads"],
+                   per_step={int(n): t for n, t in state["per_step"].items()},
+                   window_steps=state["window_steps"], window=list(state["window"]),
+                   since_explore=state["since_explore"], skip=state["skip"])
+
+    @staticmethod
+    def check_state(state) -> dict | None:
+        """``state`` as a checkpoint recorded it (None in checkpoints from before it was); ValueError
+        if it is not what ``state()`` writes."""
+        if state is None:
+            return None
+
+        def count(n):
+            return type(n) is int and 1 <= n <= 4096
+
+        def seconds(t):
+            return type(t) is float and math.isfinite(t) and t >= 0
+        try:
+            ok = (isinstance(state, dict) and set(state) == set(cls_keys())
+                  and isinstance(state["counts"], list) and len(state["counts"]) <= 16
+                  and all(count(n) for n in state["counts"]) and count(state["threads"])
+                  and isinstance(state["per_step"], dict)
+                  and all(k.isdigit() and count(int(k)) and seconds(t) for k, t in state["per_step"].items())
+                  and count(state["window_steps"]) and isinstance(state["window"], list)
+                  and len(state["window"]) == 2 and type(state["window"][0]) is int
+                  and state["window"][0] >= 0 and seconds(float(state["window"][1]))
+                  and type(state["since_explore"]) is int and state["since_explore"] >= 0
+                  and type(state["skip"]) is int and 0 <= state["skip"] <= WARMUP_STEPS)
+        except (AttributeError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"blas: {str(state)[:200]}")
+        return state
+
+
+def cls_keys() -> tuple:
+    return ("counts", "threads", "per_step", "window_steps", "window", "since_explore", "skip")
+
+
+class BlasThreads:
+    """``with BlasThreads(choice) as blas:`` runs BLAS at ``choice.threads`` and, after each step's
+    ``blas.step_done(seconds)``, at the count the choice returns; the process's own limits come
+    back on exit. ``mostly()`` is the count most steps ran with since it was last asked."""
+
+    def __init__(self, choice: ThreadChoice):
+        self.choice = choice
+        self.steps_at: dict[int, int] = {}
+
+    def __enter__(self):
+        from threadpoolctl import ThreadpoolController
+        self._controller = ThreadpoolController()  # finds the loaded BLAS libraries once
+        self._original = self._controller.limit(limits=self.choice.threads, user_api="blas")
+        self.now = self.choice.threads
+        return self
+
+    def step_done(self, seconds: float) -> None:
+        self.steps_at[self.now] = self.steps_at.get(self.now, 0) + 1
+        n = self.choice.step_done(seconds)
+        if n != self.now:
+            self._controller.limit(limits=n, user_api="blas")
+            self.now = n
+
+    def mostly(self) -> int:
+        n = max(self.steps_at, key=self.steps_at.get) if self.steps_at else self.now
+        self.steps_at = {}
+        return n
+
+    def __exit__(self, *exc):
+        self._original.restore_original_limits()

@@ -1,0 +1,186 @@
+"""BLAS threads chosen from training's own steps (threads.py), and how training uses the choice: the
+count is in force inside every step, switched between windows, recorded per epoch and in the
+checkpoint, continued by a resumed run. No test times anything for a verdict: step times are fed."""
+
+import csv
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from minivae import VAEConfig, threads, train as T
+from minivae.checkpoint import load_checkpoint
+from minivae.data import Dataset, load_digits
+from minivae.threads import BlasThreads, ThreadChoice, candidates, fastest
+
+DIGITS = load_digits()
+DATA = Dataset("digits", DIGITS.x_train[:200], DIGITS.y_train[:200], DIGITS.x_test[:50],
+               DIGITS.y_test[:50], (8, 8))
+MCFG = VAEConfig(x_dim=64, hidden=(16,), z_dim=2)
+
+
+def blas_now() -> int:
+    return next(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+
+def test_candidates_are_one_the_powers_of_two_and_all_cores():
+    assert candidates(1) == [1]
+    assert candidates(2) == [1, 2]
+    assert candidates(6) == [1, 2, 4, 6]
+    assert candidates(16) == [1, 2, 4, 8, 16]
+
+
+def test_fastest_prefers_fewer_threads_within_five_percent():
+    assert fastest({1: 1.0, 2: 0.5}) == 2
+    assert fastest({1: 1.0, 2: 0.97}) == 1     # within 5%: fewer threads leave a core free
+    assert fastest({1: 2.0, 2: 1.0, 4: 0.99}) == 2
+    assert fastest({1: 0.3, 2: 1.0}) == 1
+
+
+def run(choice, seconds_of, steps):
+    """Feed ``steps`` steps to ``choice``, each taking ``seconds_of(count)``; the counts used."""
+    used = []
+    for _ in range(steps):
+        used.append(choice.threads)
+        choice.step_done(seconds_of(choice.threads))
+    return used
+
+
+def busy_machine(n):   # one competitor: one thread 8 ms a step, two threads 21 ms
+    return {1: 0.008, 2: 0.021}[n]
+
+
+def quiet_machine(n):  # two threads 5 ms, one 8 ms
+    return {1: 0.008, 2: 0.005}[n]
+
+
+def test_each_count_is_tried_on_a_window_then_the_faster_kept(monkeypatch):
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    c = ThreadChoice()
+    used = run(c, busy_machine, 500)
+    assert used[:threads.WARMUP_STEPS + 20] == [2] * (threads.WARMUP_STEPS + 20)   # warm-up, a window at 2
+    assert used[threads.WARMUP_STEPS + 20] == 1                                  # then a window at 1
+    assert set(used[200:]) == {1} and c.per_step == pytest.approx({2: 0.021, 1: 0.008})
+    c = ThreadChoice()
+    used = run(c, quiet_machine, 500)
+    assert set(used[200:]) == {2}
+    assert c.window_steps == 100                # windows of WINDOW = 0.5 s at 5 ms a step
+
+
+def test_the_others_are_tried_again_every_explore_every_windows(monkeypatch):
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    c = ThreadChoice()
+    window = threads.WINDOW / 0.008
+    used = run(c, busy_machine, int(window * (threads.EXPLORE_EVERY + 3)))
+    tries = [i for i in range(1, len(used)) if used[i] == 2 and used[i - 1] == 1]
+    assert len(tries) == 1                       # one more try of 2 threads in about 40 windows
+    share = used.count(2) / len(used)
+    assert share < 0.05                          # the slow count costs < 5% of the steps
+
+
+def test_a_drift_retries_the_other_counts_at_once(monkeypatch):
+    """Quiet at first (2 threads win), then a competitor starts: the next window at 2 is 4x slower,
+    which drops the old measurement of 1 thread; 1 is tried at once, and kept."""
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    c = ThreadChoice()
+    run(c, quiet_machine, 400)
+    assert c.threads == 2
+    used = run(c, busy_machine, 400)
+    assert used[-1] == 1 and used.index(1) <= 2 * c.window_steps + 1
+
+
+def test_a_fixed_count_is_never_changed():
+    c = ThreadChoice(fixed=3)
+    assert run(c, lambda n: 1.0 if n == 3 else 0.0, 300) == [3] * 300
+
+
+def test_state_round_trips_and_a_damaged_one_is_refused(monkeypatch):
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    c = ThreadChoice()
+    run(c, busy_machine, 77)
+    state = ThreadChoice.check_state(__import__("json").loads(__import__("json").dumps(c.state())))
+    d = ThreadChoice.from_state(state, fixed=None)
+    assert run(d, busy_machine, 300) == run(c, busy_machine, 300)   # continues where c was
+    assert ThreadChoice.from_state(state, fixed=1).threads == 1     # a fixed count wins
+    assert ThreadChoice.check_state(None) is None
+    for damage in ({"threads": 0}, {"per_step": {"x": 1.0}}, {"window": [1]}, {"skip": 99},
+                   {"counts": [0]}, {"since_explore": -1}, {"per_step": {"2": float("nan")}}):
+        with pytest.raises(ValueError, match="blas"):
+            ThreadChoice.check_state({**c.state(), **damage})
+    with pytest.raises(ValueError, match="blas"):
+        ThreadChoice.check_state({"threads": 2})
+
+
+def test_blas_threads_switches_the_library_and_restores_it(monkeypatch):
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    before = blas_now()
+    c = ThreadChoice()
+    seen = []
+    with BlasThreads(c) as blas:
+        for _ in range(200):
+            seen.append((c.threads, blas_now()))
+            blas.step_done(busy_machine(c.threads))
+        assert blas.mostly() == 1
+    assert all(want == got for want, got in seen) and {w for w, _ in seen} == {1, 2}
+    assert blas_now() == before
+
+
+def test_blas_threads_fixed_for_small_models_one_core_and_cupy(monkeypatch):
+    big = VAEConfig(x_dim=784, hidden=(500,), z_dim=20)
+    monkeypatch.setattr(T, "usable_cores", lambda: 2)
+    assert T.blas_threads(MCFG, T.TrainConfig(batch_size=32)) == 1
+    assert T.blas_threads(big, T.TrainConfig(batch_size=100)) is None      # chosen from the steps
+    assert T.blas_threads(big, T.TrainConfig(batch_size=100, threads=3)) == 3
+    monkeypatch.setattr(T, "usable_cores", lambda: 1)
+    assert T.blas_threads(big, T.TrainConfig(batch_size=100)) == 1
+
+
+@pytest.fixture
+def busy(monkeypatch):
+    """Training chooses on this small model (as on a big one) and each step "takes" what a busy
+    2-core machine would take at its count (the loop's own clock is not used for the choice)."""
+    monkeypatch.setattr(T, "SMALL_GEMM", 0)
+    monkeypatch.setattr(T, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    original = BlasThreads.step_done
+    monkeypatch.setattr(BlasThreads, "step_done", lambda self, s: original(self, busy_machine(self.now)))
+
+
+def test_training_runs_each_step_at_the_count_chosen_and_records_it(tmp_path, busy):
+    inside = []
+    tcfg = T.TrainConfig(epochs=6, batch_size=8, seed=3)   # 25 steps an epoch
+    T.train(MCFG, tcfg, tmp_path / "r", data=DATA, progress=False, log=lambda *a: None,
+            callback=lambda e, s, stats: inside.append(blas_now()))
+    # the callback comes after the step's time was counted, so it sees the count of the next step
+    assert inside[:threads.WARMUP_STEPS + 19] == [2] * (threads.WARMUP_STEPS + 19)
+    assert inside[threads.WARMUP_STEPS + 19] == 1 and set(inside[60:]) == {1}
+    rows = list(csv.DictReader((tmp_path / "r" / "metrics.csv").read_text().splitlines()))
+    assert [r["threads"] for r in rows] == ["2", "1", "1", "1", "1", "1"]
+
+
+def test_a_resumed_run_continues_the_recorded_choice_and_ends_bit_exact(tmp_path, busy):
+    """Stopped at step 10 (still in the window at 2 threads), resumed: the rest of that window runs
+    at 2, and with the same step times the choice makes the same switches, so the resumed run ends
+    bit for bit where the uninterrupted one did."""
+    tcfg = T.TrainConfig(epochs=3, batch_size=8, seed=2)
+    counts = {"a": [], "b": []}
+    T.train(MCFG, tcfg, tmp_path / "a", data=DATA, progress=False, log=lambda *a: None,
+            callback=lambda e, s, st: counts["a"].append(blas_now()))
+    T.train(MCFG, T.TrainConfig(epochs=3, batch_size=8, seed=2, max_steps=10), tmp_path / "b",
+            data=DATA, progress=False, log=lambda *a: None, callback=lambda e, s, st: counts["b"].append(blas_now()))
+    T.train(MCFG, tcfg, tmp_path / "b", data=DATA, resume=True, progress=False, log=lambda *a: None,
+            callback=lambda e, s, st: counts["b"].append(blas_now()))
+    assert counts["a"] == counts["b"] and counts["b"][10] == 2 and 1 in counts["b"]
+    assert len(counts["b"]) == 75
+    a, b = load_checkpoint(tmp_path / "a")[0], load_checkpoint(tmp_path / "b")[0]
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_checkpoints_from_before_the_choice_still_resume(tmp_path):
+    from minivae.checkpoint import _read
+    T.train(MCFG, T.TrainConfig(epochs=2, batch_size=32, seed=1, max_steps=3), tmp_path / "r", data=DATA,
+            progress=False, log=lambda *a: None)
+    meta = _read(tmp_path / "r" / "checkpoint.safetensors", None)[3]
+    assert meta["blas"]["threads"] == 1          # a small model: fixed at 1
+    assert T.Progress.from_meta({k: v for k, v in meta.items() if k != "blas"}, 7).blas is None
