@@ -166,10 +166,10 @@ print(f"train() reports {quiet_ms:.2f} ms per step at batch 100, float32, over o
 # %%
 import matplotlib.pyplot as plt
 
-fig, ax = plt.subplots(figsize=(7, 3.5))
+fig, ax = plt.subplots(figsize=(7, 3.6))
 ax.bar(range(len(timings)), [1e3 * t for t in timings.values()])
-ax.set_xticks(range(len(timings)), [f"{d[5:]}, B={bs}\n{n} thr." if n else f"{b} {d[5:]}\nB={bs}"
-                                     for b, d, bs, n in timings])
+ax.set_xticks(range(len(timings)), [f"float{d[5:]}\nbatch {bs}\n" + (f"{n} thread{'s' * (n > 1)}" if n else b)
+                                     for b, d, bs, n in timings], fontsize=8)
 ax.set_ylabel("ms per training step (median)")
 ax.set_title("784-500-20 VAE: one step of loss, gradients and Adam")
 fig.tight_layout()
