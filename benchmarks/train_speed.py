@@ -242,7 +242,7 @@ def epochs_under_load(x_train, batch, epochs, busy, have_torch):
 
     cores = usable_cores()
     choice = BlasThreads(ThreadChoice())   # one choice for the whole phase, as for a training run
-    chosen = []
+    chosen, steps_at = [], {}
     model = {"choice": minivae_model(0), "one": minivae_model(0), "all": minivae_model(0),
              "fused": FusedStep(minivae_model(0)[0], MODEL, batch)}
     names = {"choice": "minivae, its choice", "one": "minivae, 1 thread", "all": f"minivae, {cores} threads",
@@ -262,6 +262,8 @@ def epochs_under_load(x_train, batch, epochs, busy, have_torch):
                 if key == "choice":
                     with choice:
                         minivae_epoch(m, x_train, batch, epoch, blas=choice)
+                    for n, steps in choice.steps_at.items():
+                        steps_at[n] = steps_at.get(n, 0) + steps
                     chosen.append(choice.mostly())
                 elif key.startswith("torch"):
                     torch_epoch(m, x_train_t, batch, epoch)
@@ -274,7 +276,7 @@ def epochs_under_load(x_train, batch, epochs, busy, have_torch):
         for p in procs:
             p.kill()
             p.wait()
-    return {names[k]: v for k, v in times.items()}, chosen
+    return {names[k]: v for k, v in times.items()}, chosen, steps_at
 
 
 def load_main(args, x_train, have_torch):
@@ -286,10 +288,12 @@ def load_main(args, x_train, have_torch):
                 for phase, n in (("quiet", 0), (f"busy {args.busy}", args.busy))}
         print(f"batch {batch}: seconds per epoch, median of {args.epochs} (minivae's choice: threads per epoch)")
         print(f"  {'':<26}" + "".join(f"{phase:>14}" for phase in runs))
-        med = {phase: {name: median(ts) for name, ts in times.items()} for phase, (times, _) in runs.items()}
+        med = {phase: {name: median(ts) for name, ts in times.items()} for phase, (times, _, _) in runs.items()}
         for name in next(iter(med.values())):
             print(f"  {name:<26}" + "".join(f"{med[phase][name]:>14.2f}" for phase in runs))
-        print(f"  {'  threads chosen':<26}" + "".join(f"{','.join(map(str, c)):>14}" for _, c in runs.values()))
+        print(f"  {'  threads chosen':<26}" + "".join(f"{','.join(map(str, c)):>14}" for _, c, _ in runs.values()))
+        print(f"  {'  steps at each count':<26}" + "".join(
+            f"{' '.join(f'{n}:{k}' for n, k in sorted(at.items())):>14}" for _, _, at in runs.values()))
         for phase, m in med.items():
             best = min(m["minivae, 1 thread"], next(v for k, v in m.items() if k.startswith("minivae, ") and k.endswith("threads")))
             line = (f"  {phase}: its choice / the faster of 1 and all threads = {m['minivae, its choice'] / best:.2f}; "

@@ -13,6 +13,7 @@ from .checkpoint import MAX_KEEP
 from .config import LIKELIHOOD_MODES
 
 BACKEND_CHOICES = ["numpy", "cupy", "strict", "auto"]
+MAX_THREADS = 1024
 MAX_K = 1_000_000  # evaluate --k: L_5000 is the field's standard
 
 
@@ -417,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--backend", default="numpy", choices=BACKEND_CHOICES,
                    help="auto: cupy where a CUDA GPU can be used, else numpy")
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    t.add_argument("--threads", type=positive, default=None,
+    t.add_argument("--threads", type=_integer(1, MAX_THREADS, "more threads than a machine has cores "
+                                                              "only wait for each other"), default=None,
                    help="BLAS threads (default: 1 for small models, else measured: the faster of 1 "
                         "and all usable cores, again when the load changes)")
     t.add_argument("--sync-every", type=positive, default=25,

@@ -4,11 +4,12 @@ OpenBLAS's worker threads spin-wait for a core. When another program holds one o
 matrix product split over every core waits for the busy one, and while NumPy's single-threaded work
 (Adam, tanh) runs, the spinning workers compete with both. More threads are then slower, not
 faster: on 2 cores with one busy competitor, an epoch of the paper's 784-500-20 model at batch 100
-took 4.7 s on one thread and 12.6 s on two (3.5 s on two, quiet). Which count is faster depends on
-the load at the moment, so training measures it on its own steps, which costs no extra work: it
-runs in windows of about half a second, tries each candidate count for one window at the start,
+took 4.6 s on one thread and 13.0 s on two (3.3 s on two, quiet; benchmarks/README.md). Which
+count is faster depends on the load at the moment, so training measures it on its own steps, which
+costs no extra work: it runs in windows of about half a second, tries each candidate count for one window at the start,
 keeps the faster, and tries the others again every ``EXPLORE_EVERY`` windows or as soon as the
-current count's step time drifts. (A few steps timed apart from training mislead here: under load
+current count's step time has drifted for two windows in a row (one slow window is often only a
+neighbour's brief burst). (A few steps timed apart from training mislead here: under load
 their times scatter by 2x, and the cost of spinning threads shows only over longer stretches.)
 
 The products give different bits at different counts (OpenBLAS 0.3.31 splits some sums by thread),
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 
 WINDOW = 0.5          # seconds of steps per measurement window
 EXPLORE_EVERY = 40    # windows between two tries of the counts not in use (about 20 s)
-DRIFT = 1.5           # a window this many times slower or faster than the last at its count: re-try
+DRIFT = 1.5           # two windows in a row this many times slower or faster than the count's: re-try
 WARMUP_STEPS = 3      # a run's first steps fill caches and start the pool's threads: not timed
 
 
@@ -69,6 +70,7 @@ class ThreadChoice:
     window_steps: int = 20                          # steps per window (set from the first window)
     window: list = field(default_factory=lambda: [0, 0.0])  # steps and seconds of the window so far
     since_explore: int = 0                          # windows since the others were last tried
+    strikes: int = 0                                # drifted windows in a row
     skip: int = WARMUP_STEPS
 
     def __post_init__(self):
@@ -95,13 +97,15 @@ class ThreadChoice:
         steps, seconds = self.window
         per_step = seconds / steps
         before = self.per_step.get(self.threads)
-        self.per_step[self.threads] = per_step
+        drifted = before is not None and not before / DRIFT <= per_step <= before * DRIFT
+        self.strikes = self.strikes + 1 if drifted else 0
+        if not drifted:  # a drifted window is not this count's time until a second one confirms it
+            self.per_step[self.threads] = per_step
         self.window, self.since_explore = [0, 0.0], self.since_explore + 1
         self.window_steps = max(5, min(1000, math.ceil(WINDOW / max(per_step, 1e-6))))
-        drifted = before is not None and not before / DRIFT <= per_step <= before * DRIFT
-        if drifted or self.since_explore >= EXPLORE_EVERY:   # the load changed, or may have
+        if self.strikes >= 2 or self.since_explore >= EXPLORE_EVERY:   # the load changed, or may have
             self.per_step = {self.threads: per_step}
-            self.since_explore = 0
+            self.since_explore = self.strikes = 0
         untried = [n for n in self.counts if n not in self.per_step]
         self.threads = untried[0] if untried else fastest(self.per_step)
 
@@ -110,7 +114,7 @@ class ThreadChoice:
         return {"counts": list(self.counts), "threads": self.threads,
                 "per_step": {str(n): t for n, t in self.per_step.items()},
                 "window_steps": self.window_steps, "window": list(self.window),
-                "since_explore": self.since_explore, "skip": self.skip}
+                "since_explore": self.since_explore, "strikes": self.strikes, "skip": self.skip}
 
     @classmethod
     def from_state(cls, state: dict | None, fixed: int | None) -> "ThreadChoice":
@@ -120,7 +124,7 @@ class ThreadChoice:
         return cls(counts=list(state["counts"]), threads=state["threads"],
                    per_step={int(n): t for n, t in state["per_step"].items()},
                    window_steps=state["window_steps"], window=list(state["window"]),
-                   since_explore=state["since_explore"], skip=state["skip"])
+                   since_explore=state["since_explore"], strikes=state["strikes"], skip=state["skip"])
 
     @staticmethod
     def check_state(state) -> dict | None:
@@ -144,6 +148,7 @@ class ThreadChoice:
                   and len(state["window"]) == 2 and type(state["window"][0]) is int
                   and state["window"][0] >= 0 and seconds(float(state["window"][1]))
                   and type(state["since_explore"]) is int and state["since_explore"] >= 0
+                  and type(state["strikes"]) is int and 0 <= state["strikes"] <= 2
                   and type(state["skip"]) is int and 0 <= state["skip"] <= WARMUP_STEPS)
         except (AttributeError, TypeError, ValueError):
             ok = False
@@ -153,7 +158,7 @@ class ThreadChoice:
 
 
 def cls_keys() -> tuple:
-    return ("counts", "threads", "per_step", "window_steps", "window", "since_explore", "skip")
+    return ("counts", "threads", "per_step", "window_steps", "window", "since_explore", "strikes", "skip")
 
 
 class BlasThreads:

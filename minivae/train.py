@@ -95,6 +95,9 @@ class TrainConfig:
             raise ValueError(f"binarize: expected one of {BINARIZE}, got {self.binarize!r}")
         for name in ("epochs", "batch_size", "sync_every", "keep"):
             _check_int(name, getattr(self, name), low=1)
+        if self.threads is not None and self.threads > 1024:
+            raise ValueError(f"threads: expected an integer <= 1024 (more threads than cores only wait "
+                             f"for each other), got {self.threads:,}")
         if self.keep > MAX_KEEP:
             raise ValueError(f"keep: expected an integer <= {MAX_KEEP} (each checkpoint is a whole copy "
                              f"of the model and its optimizer state), got {self.keep:,}")

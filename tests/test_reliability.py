@@ -413,3 +413,55 @@ def test_the_pid_file_lock_where_no_kernel_lock_exists(tmp_path, monkeypatch):
         with R.RunLock(tmp_path / "r2"):                              # its holder died: taken over
             assert (tmp_path / "r2" / ".lock").read_text() == str(os.getpid())
     assert not (tmp_path / "r" / ".lock").exists() and not (tmp_path / "r2" / ".lock").exists()
+
+
+# --- every CLI flag at its extremes: a result or one line, never a traceback -------------------------
+
+EXTREMES = {int: ["0", "-1", "1000000000", "1" + "0" * 30], float: ["nan", "-inf", "1e300", "1e-300", "0"]}
+BASE = {  # each command small and short, so that only the flag under test is extreme
+    "train": ["--hidden", "4", "--max-steps", "2", "--epochs", "1", "--no-progress", "--batch-size", "64"],
+    "gradcheck": ["--likelihood", "bernoulli", "--activation", "tanh", "--hidden", "none", "--n-samples", "1",
+                  "--x-dim", "3", "--z-dim", "2"],
+    "evaluate": ["--k", "2", "--limit", "10"],
+    "sample": ["--n", "4"],
+}
+
+
+def _numeric_flags():
+    from minivae.__main__ import build_parser
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for command, p in sub.choices.items():
+        if command not in BASE:
+            continue
+        for action in p._actions:
+            if not action.option_strings or action.type is None or action.choices:
+                continue
+            kind = float if "number" in getattr(action.type, "__name__", "") else int
+            if kind is int and getattr(action.type, "__name__", "").startswith("integer") or kind is float:
+                yield command, action.option_strings[-1], kind
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("command, flag, kind", list(_numeric_flags()), ids=lambda v: str(v))
+def test_every_numeric_flag_at_its_extremes_gives_a_result_or_one_line(run, tmp_path, capsys, command, flag, kind):
+    for i, value in enumerate(EXTREMES[kind]):
+        args = [command, *BASE[command], flag, value]
+        if command == "train":
+            args += ["--out", str(tmp_path / f"r{i}")]
+        elif command in ("evaluate", "sample"):
+            args.insert(1, str(run))
+            if command == "sample":
+                args += ["--out", str(tmp_path / f"s{i}.png")]
+        try:
+            code = main(args)
+        except SystemExit as e:        # argparse: usage and one line naming the flag
+            code = e.code
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err + captured.out, (args, captured.err[-2000:])
+        assert code in (0, 1, 2), (args, code)
+        if code == 2:
+            lines = [line for line in captured.err.splitlines() if line.startswith(("error:", "usage:"))
+                     or ": error:" in line]
+            assert lines, (args, captured.err[-500:])
