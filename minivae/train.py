@@ -4,15 +4,18 @@ A run lives in one folder (see run.py)::
 
     run.json                 the model and training configs, the data, the run id (what --resume reads)
     metrics.csv              one row per epoch: the KL weight, train and test -ELBO (always with
-                             weight 1), recon, KL, the test set's active units, seconds
+                             weight 1), recon, KL, the test set's active units, seconds, and the
+                             BLAS threads most of its steps ran with
     checkpoint.safetensors   parameters, optimizer state and progress (see checkpoint.py), written
-                             every epoch, on Ctrl-C and at max_steps; the ``keep - 1`` before it
-                             stay as checkpoint-1.safetensors, ...
+                             every epoch, on Ctrl-C, SIGTERM or SIGHUP and at max_steps; the
+                             ``keep - 1`` before it stay as checkpoint-1.safetensors, ...
 
 ``train`` sets the run up (data onto the device, a new run or a resumed one) and ``_loop`` is the
 algorithm. Each guarantee lives in one named place: ``DeferredLosses`` (a step never reads back
 from the device; the NaN guard), ``guard`` in ``_loop`` (nothing non-finite is ever saved),
-``save_checkpoint`` (one atomic rename), ``RunLock`` (one trainer per run folder).
+``save_checkpoint`` (one atomic rename), ``RunLock`` (one trainer per run folder), ``_StopFlag``
+(a stop signal ends the run at a step boundary, saved), ``BlasThreads`` (the BLAS thread count,
+chosen from the steps' own times; threads.py).
 
 Every random draw is keyed by the run's seed and its position: the permutation of epoch e by
 ``(seed, 0, e)``, the noise (and dynamic binarization) of step s of epoch e by ``(seed, 1, e, s)``.
