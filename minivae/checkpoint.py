@@ -30,7 +30,7 @@ import numpy as np
 
 from .backend import from_numpy, to_numpy
 from .config import VAEConfig
-from .files import TRAINER_TEMP, _named, remove, replace, require_regular, write_new_file
+from .files import TRAINER_TEMP, named_error, remove, replace, require_regular, write_new_file
 from .optim import check_config
 from .vae import param_shapes
 
@@ -122,7 +122,7 @@ def save_checkpoint(path, params: dict, cfg: VAEConfig, opt_state: dict | None =
     try:
         tmp = write_new_file(stem.parent, encode(params, cfg, opt_state, meta), prefix=TRAINER_TEMP)
     except OSError as e:
-        raise _named(e, names[0]) from None
+        raise named_error(e, names[0]) from None
     try:
         for newer, older in reversed(list(zip(names, names[1:]))):
             if newer.exists():

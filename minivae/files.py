@@ -49,7 +49,7 @@ def require_regular(path, missing_ok: bool = True) -> None:
                               f"regular files: give another path (it was left untouched)")
 
 
-def _named(e: OSError, path) -> OSError:
+def named_error(e: OSError, path) -> OSError:
     """``e`` as the same kind of error naming ``path`` (the destination), not the temporary."""
     try:
         return type(e)(e.errno, f"cannot write {path}: {e.strerror or e}")
@@ -82,7 +82,7 @@ def write_atomic(path, data: bytes, trainer: bool = False) -> None:
     try:
         tmp = write_new_file(path.parent, data, prefix=TRAINER_TEMP if trainer else None)
     except OSError as e:
-        raise _named(e, path) from None
+        raise named_error(e, path) from None
     try:
         replace(tmp, path)
     except BaseException:
@@ -97,7 +97,7 @@ def replace(tmp: Path, path: Path) -> None:
     try:
         os.replace(tmp, path)
     except OSError as e:
-        raise _named(e, path) from None
+        raise named_error(e, path) from None
 
 
 def remove(path: Path) -> None:

@@ -29,6 +29,7 @@ WINDOW = 0.5          # seconds of steps per measurement window
 EXPLORE_EVERY = 40    # windows between two tries of the counts not in use (about 20 s)
 DRIFT = 1.5           # two windows in a row this many times slower or faster than the count's: re-try
 WARMUP_STEPS = 3      # a run's first steps fill caches and start the pool's threads: not timed
+STATE_KEYS = ("counts", "threads", "per_step", "window_steps", "window", "since_explore", "strikes", "skip")
 
 
 def usable_cores() -> int:
@@ -139,7 +140,7 @@ class ThreadChoice:
         def seconds(t):
             return type(t) is float and math.isfinite(t) and t >= 0
         try:
-            ok = (isinstance(state, dict) and set(state) == set(cls_keys())
+            ok = (isinstance(state, dict) and set(state) == set(STATE_KEYS)
                   and isinstance(state["counts"], list) and len(state["counts"]) <= 16
                   and all(count(n) for n in state["counts"]) and count(state["threads"])
                   and isinstance(state["per_step"], dict)
@@ -155,10 +156,6 @@ class ThreadChoice:
         if not ok:
             raise ValueError(f"blas: {str(state)[:200]}")
         return state
-
-
-def cls_keys() -> tuple:
-    return ("counts", "threads", "per_step", "window_steps", "window", "since_explore", "strikes", "skip")
 
 
 class BlasThreads:
