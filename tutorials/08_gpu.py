@@ -25,7 +25,7 @@ import minivae
 from minivae import VAEConfig, backend as B
 from minivae.tutorial import start
 
-tut = start("08")  # quick mode or not, and where figures go (see minivae/tutorial.py)
+tut = start("08")  # quick mode or not, and where figures go (minivae/tutorial.py)
 QUICK, FIGURES = tut.quick, tut.figures
 
 for name in B.BACKENDS:
@@ -38,19 +38,23 @@ for name in B.BACKENDS:
 # another order).
 
 # %%
-cfg = VAEConfig(x_dim=64, hidden=(32, 16), z_dim=4, likelihood="continuous_bernoulli", n_samples=2)
+cfg = VAEConfig(x_dim=64, hidden=(32, 16), z_dim=4,
+                likelihood="continuous_bernoulli", n_samples=2)
 ref = minivae.init_params(cfg, seed=0, backend="numpy", dtype="float64")
 g = np.random.default_rng(0)
 x_host, eps_host = g.random((16, 64)), g.standard_normal((2, 16, 4))
 results = {}
 for name in [b for b in B.BACKENDS if B.is_available(b)]:
     params = {k: B.from_numpy(v, name) for k, v in ref.items()}
-    loss, grads, _ = minivae.loss_and_grads(params, B.from_numpy(x_host, name), B.from_numpy(eps_host, name), cfg)
+    x, eps = B.from_numpy(x_host, name), B.from_numpy(eps_host, name)
+    loss, grads, _ = minivae.loss_and_grads(params, x, eps, cfg)
     results[name] = (loss, {k: B.to_numpy(v) for k, v in grads.items()})
 for name, (loss, grads) in results.items():
-    worst = max(np.max(np.abs(grads[k] - results["numpy"][1][k])) / np.max(np.abs(results["numpy"][1][k]))
+    ref = results["numpy"][1]
+    worst = max(np.max(np.abs(grads[k] - ref[k])) / np.max(np.abs(ref[k]))
                 for k in grads)
-    print(f"{name:<8} loss {loss:.15f}   max relative gradient difference from numpy {worst:.1e}")
+    print(f"{name:<8} loss {loss:.15f}   max relative gradient difference "
+          f"from numpy {worst:.1e}")
     assert worst < 1e-12
 if "strict" in results:
     assert results["strict"][0] == results["numpy"][0]
@@ -63,7 +67,8 @@ if "strict" in results:
 
 # %%
 if not B.is_available("strict"):
-    print("array-api-strict is not installed here (pip install array-api-strict): skipping this demo")
+    print("array-api-strict is not installed here (pip install array-api-strict): "
+          "skipping this demo")
 else:
     x_dev = B.from_numpy(x_host, "strict")
     try:
@@ -112,35 +117,40 @@ cores = threads.usable_cores()
 
 
 def time_step(name, dtype, batch, repeats, n_threads):
-    """Median seconds of one training step; on the CPU with ``n_threads`` BLAS threads."""
+    """Median seconds of a training step (CPU: at ``n_threads`` threads)."""
     tcfg = train.TrainConfig(batch_size=batch, backend=name, dtype=dtype)
     params, state = minivae.init_params(CFG, backend=name, dtype=dtype), {}
-    x = B.Generator(0, name).uniform((10 * batch, 784), dtype)      # the data, on the device
-    perm = B.from_numpy(np.random.default_rng(0).permutation(10 * batch), name)  # once per epoch
+    x = B.Generator(0, name).uniform((10 * batch, 784), dtype)  # on the device
+    order = np.random.default_rng(0).permutation(10 * batch)
+    perm = B.from_numpy(order, name)  # moved to the device once per epoch
     rng, adam = B.Generator((0, 1), name), optim.Flat(params, state, "adam")
     times = []
     with threadpool_limits(limits=n_threads, user_api="blas"):
         for i in range(repeats + 2):
             t0 = time.perf_counter()
             xb = train.minibatch(x, perm, i % 10, tcfg)
-            stats, grads = train.gradient(params, xb, CFG, tcfg, 0, i, rng)  # stats stay on the device
+            # the stats stay on the device
+            stats, grads = train.gradient(params, xb, CFG, tcfg, 0, i, rng)
             adam.step(grads)
             if name == "cupy":
                 import cupy
                 cupy.cuda.Device().synchronize()
-            if i >= 2:                      # the first steps warm up caches (and CUDA kernels)
+            if i >= 2:  # the first steps warm up caches (and CUDA kernels)
                 times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
 def train_one_epoch(n_steps=300):
-    """train() itself for one epoch of ``n_steps`` steps on random images: (ms per step it reports,
-    the BLAS threads it ran most steps with)."""
-    images = np.random.default_rng(1).random((100 * n_steps, 784), dtype=np.float32)
+    """train() itself, one epoch of ``n_steps`` steps on random images: the ms
+    per step it reports, and the BLAS threads it ran most steps with."""
+    g = np.random.default_rng(1)
+    images = g.random((100 * n_steps, 784), dtype=np.float32)
     labels = np.zeros(len(images), dtype=np.int64)
-    data = Dataset("random", images, labels, images[:500], labels[:500], (28, 28))
-    run = train.train(CFG, train.TrainConfig(epochs=1, batch_size=100), FIGURES / "timing_run",
-                      data=data, overwrite=True, progress=False, log=lambda *a: None)
+    test = images[:500], labels[:500]
+    data = Dataset("random", images, labels, *test, (28, 28))
+    tcfg = train.TrainConfig(epochs=1, batch_size=100)
+    run = train.train(CFG, tcfg, FIGURES / "timing_run", data=data,
+                      overwrite=True, progress=False, log=lambda *a: None)
     return 1e3 * run["last"]["seconds"] / n_steps, int(run["last"]["threads"])
 
 
@@ -150,26 +160,31 @@ for name in [b for b in ("numpy", "cupy") if B.is_available(b)]:
     for dtype in ("float32", "float64"):
         for batch in ((100,) if QUICK else (100, 1000)):
             for n in (sorted({1, cores}) if name == "numpy" else [None]):
-                timings[(name, dtype, batch, n)] = time_step(name, dtype, batch, repeats, n)
-                print(f"{name:<6}{dtype:<9} batch {batch:>5}" + (f", {n} BLAS thread{'s' * (n > 1)}" if n else "")
-                      + f": {1e3 * timings[(name, dtype, batch, n)]:8.2f} ms per step")
+                seconds = time_step(name, dtype, batch, repeats, n)
+                timings[(name, dtype, batch, n)] = seconds
+                threads_used = f", {n} BLAS thread{'s' * (n > 1)}" if n else ""
+                print(f"{name:<6}{dtype:<9} batch {batch:>5}{threads_used}: "
+                      f"{1e3 * seconds:8.2f} ms per step")
 if not B.is_available("cupy"):
-    print("No CUDA device here: install the extra (`pip install -e '.[gpu]'`) on a machine with an "
-          "NVIDIA GPU and run this tutorial again; the numbers above are the CPU's.")
+    print("No CUDA device here: install the extra (`pip install -e '.[gpu]'`) "
+          "on a machine with an NVIDIA GPU and run this tutorial again; the "
+          "numbers above are the CPU's.")
 assert all(t > 0 for t in timings.values())
-ratio = timings[("numpy", "float64", 100, cores)] / timings[("numpy", "float32", 100, cores)]
-print(f"float64 / float32 at batch 100 on the CPU ({cores} threads): {ratio:.2f}x the time")
+f64, f32 = (timings[("numpy", d, 100, cores)] for d in ("float64", "float32"))
+print(f"float64 / float32 at batch 100, CPU, {cores} threads: {f64 / f32:.2f}x")
 quiet_ms, quiet_choice = train_one_epoch()
-print(f"train() reports {quiet_ms:.2f} ms per step at batch 100, float32, over one epoch of 300 steps "
-      f"(most of them at {quiet_choice} BLAS thread{'s' * (quiet_choice > 1)}; its first steps try each count)")
+print(f"train() reports {quiet_ms:.2f} ms per step at batch 100, float32, "
+      f"over one epoch of 300 steps (most of them at {quiet_choice} BLAS "
+      f"thread{'s' * (quiet_choice > 1)}; its first steps try each count)")
 
 # %%
 import matplotlib.pyplot as plt
 
 fig, ax = plt.subplots(figsize=(7, 3.6))
 ax.bar(range(len(timings)), [1e3 * t for t in timings.values()])
-ax.set_xticks(range(len(timings)), [f"float{d[5:]}\nbatch {bs}\n" + (f"{n} thread{'s' * (n > 1)}" if n else b)
-                                     for b, d, bs, n in timings], fontsize=8)
+ticks = [f"float{d[5:]}\nbatch {bs}\n"
+         + (f"{n} thread" + "s" * (n > 1) if n else b) for b, d, bs, n in timings]
+ax.set_xticks(range(len(timings)), ticks, fontsize=8)
 ax.set_ylabel("ms per training step (median)")
 ax.set_title("784-500-20 VAE: one step of loss, gradients and Adam")
 fig.tight_layout()
@@ -193,8 +208,8 @@ import subprocess
 import sys
 
 busy = {}
-spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 120\n"
-                            "while time.time() < end: pass"])
+SPIN = "import time\nend = time.time() + 120\nwhile time.time() < end: pass"
+spinner = subprocess.Popen([sys.executable, "-c", SPIN])
 try:
     time.sleep(0.5)
     for n in sorted({1, cores}):
@@ -204,16 +219,19 @@ finally:
     spinner.kill()
     spinner.wait()
 print(f"{cores} usable core(s); ms per step at batch 100, float32")
-print(f"{'':<22}" + "".join(f"{f'{n} thread' + 's' * (n > 1):>12}" for n in busy) + f"{'train()':>10}{'its choice':>12}")
-print(f"{'quiet':<22}" + "".join(f"{1e3 * timings[('numpy', 'float32', 100, n)]:>12.2f}" for n in busy)
-      + f"{quiet_ms:>10.2f}{quiet_choice:>12}")
-print(f"{'one program spinning':<22}" + "".join(f"{1e3 * t:>12.2f}" for t in busy.values())
-      + f"{busy_ms:>10.2f}{busy_choice:>12}")
+quiet = {n: timings[("numpy", "float32", 100, n)] for n in busy}
+heads = "".join(f"{f'{n} thread' + 's' * (n > 1):>12}" for n in busy)
+print(f"{'':<22}{heads}{'train()':>10}{'its choice':>12}")
+for label, row, ms, choice in (
+        ("quiet", quiet, quiet_ms, quiet_choice),
+        ("one program spinning", busy, busy_ms, busy_choice)):
+    print(f"{label:<22}" + "".join(f"{1e3 * t:>12.2f}" for t in row.values())
+          + f"{ms:>10.2f}{choice:>12}")
 if cores > 1:
     slow = busy[cores] / busy[1]
-    print(f"with one program spinning, {cores} threads took {slow:.2f}x the time of one thread "
-          f"({'slower' if slow > 1 else 'faster'}); quiet, "
-          f"{timings[('numpy', 'float32', 100, cores)] / timings[('numpy', 'float32', 100, 1)]:.2f}x")
+    print(f"with one program spinning, {cores} threads took {slow:.2f}x the "
+          f"time of one thread ({'slower' if slow > 1 else 'faster'}); quiet, "
+          f"{quiet[cores] / quiet[1]:.2f}x")
 
 # %% [markdown]
 # Read the table: a count that wins on a quiet machine can lose badly when a single other program
@@ -246,7 +264,7 @@ if cores > 1:
 from minivae import doctor
 
 for label, value in doctor.environment():
-    if label != "interpreter":  # the path of this machine's Python, which says nothing to a reader
+    if label != "interpreter":  # the path of this Python tells a reader nothing
         print(f"{label:<18}{value}")
 
 # %% [markdown]
