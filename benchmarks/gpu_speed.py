@@ -5,7 +5,9 @@
 
 Same workload as train_speed.py (784-500-20, Bernoulli, Adam 1e-3, float32, Fashion-MNIST), batch
 100 and 1000, epochs interleaved, medians printed. The data set is copied to the device once, as
-minivae's trainer does; every timed epoch ends with a device synchronization. Without a CUDA device
+minivae's trainer does, and so are the optimizer's flat buffer and the generator. Each epoch is
+timed on the device's own clock, between two CUDA events (``minivae.backend.Clock``; PyTorch's
+events for PyTorch), after a warm-up epoch that compiles the kernels. Without a CUDA device
 the script says so and exits 0. ``--dry-run`` runs the identical code with minivae on the `strict`
 backend (array-api-strict's emulated device) and PyTorch on the CPU, for 20 steps, so the script
 itself is exercised where no GPU exists.
@@ -27,23 +29,15 @@ from minivae.backend import Generator  # noqa: E402
 from minivae.train import TrainConfig, gradient, minibatch  # noqa: E402
 
 
-def synchronize(backend):
-    if backend == "cupy":
-        import cupy
-        cupy.cuda.Device().synchronize()
-
-
-def minivae_epoch(params, state, x_dev, batch, epoch, backend, steps):
-    """An epoch as minivae's trainer runs it: the permutation copied to the device once, one
-    generator rekeyed per step, Adam over one flat buffer."""
+def minivae_epoch(params, optimizer, rng, x_dev, batch, epoch, backend, steps):
+    """An epoch as minivae's trainer runs it: the permutation copied to the device once, the
+    run's one generator rekeyed per step, Adam over one flat buffer (both made once per run)."""
     tcfg = TrainConfig(batch_size=batch, backend=backend)
     perm = B.from_numpy(Generator((0, 0, epoch)).permutation(x_dev.shape[0]), backend)
-    rng, optimizer = Generator((0, 1), backend), optim.Flat(params, state, "adam")
     for step in range(steps):
         xb = minibatch(x_dev, perm, step, tcfg)
         _, grads = gradient(params, xb, MODEL, tcfg, epoch, step, rng)
         optimizer.step(grads, lr=1e-3)
-    synchronize(backend)
 
 
 def torch_epoch(model, opt, x_dev, batch, epoch, steps):
@@ -55,8 +49,28 @@ def torch_epoch(model, opt, x_dev, batch, epoch, steps):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    if x_dev.device.type == "cuda":
-        torch.cuda.synchronize()
+
+
+class TorchClock:
+    """B.Clock's twin for PyTorch: CUDA events on a GPU, perf_counter on the CPU."""
+
+    def __init__(self, device):
+        import torch
+        self.torch, self.cuda, self.marks = torch, device == "cuda", []
+
+    def mark(self):
+        if self.cuda:
+            event = self.torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def intervals(self):
+        if not self.cuda:
+            return [b - a for a, b in zip(self.marks, self.marks[1:])]
+        self.marks[-1].synchronize()
+        return [a.elapsed_time(b) / 1e3 for a, b in zip(self.marks, self.marks[1:])]
 
 
 def main(argv=None):
@@ -81,30 +95,32 @@ def main(argv=None):
     ds = load_workload()
     x_dev = B.from_numpy(ds.x_train, backend, "float32")
     if backend == "cupy":
-        import cupy
-        print(f"device: {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
+        print(f"device: {B.cupy_device_name()}")
     print(f"minivae on {backend}; PyTorch {'on ' + device if have_torch else 'not available'}")
     for batch in args.batch:
         steps = 20 if args.dry_run else ds.x_train.shape[0] // batch
         params = minivae.init_params(MODEL, seed=0, backend=backend, dtype="float32")
-        state = {}
-        runs = {"minivae": lambda e: minivae_epoch(params, state, x_dev, batch, e, backend, steps)}
+        optimizer, rng = optim.Flat(params, {}, "adam"), Generator((0, 1), backend)
+        runs = {"minivae": lambda e: minivae_epoch(params, optimizer, rng, x_dev, batch, e, backend, steps)}
+        clocks = {"minivae": lambda: B.Clock(backend)}
         if have_torch:
             x_t = torch.from_numpy(ds.x_train).to(device)
             for fused in (False, True):
                 model, opt = torch_model(0, fused)
                 model.to(device)
                 opt = type(opt)(model.parameters(), lr=1e-3, fused=fused or None)
-                runs[f"PyTorch ({'fused' if fused else 'default'} Adam)"] = (
-                    lambda e, m=model, o=opt: torch_epoch(m, o, x_t, batch, e, steps))
-        times = {k: [] for k in runs}
+                name = f"PyTorch ({'fused' if fused else 'default'} Adam)"
+                runs[name] = lambda e, m=model, o=opt: torch_epoch(m, o, x_t, batch, e, steps)
+                clocks[name] = lambda: TorchClock(device)
         for name, run in runs.items():  # warm-up: CUDA kernels compile and caches fill
             run(0)
-        for epoch in range(args.epochs):
+        marks = {name: clocks[name]() for name in runs}
+        for epoch in range(args.epochs):  # interleaved; each epoch between two device-clock marks
             for name, run in runs.items():
-                t0 = time.perf_counter()
+                marks[name].mark()
                 run(epoch + 1)
-                times[name].append(time.perf_counter() - t0)
+                marks[name].mark()
+        times = {name: clock.intervals()[::2] for name, clock in marks.items()}
         print(f"batch {batch}, {steps} steps per epoch: seconds per epoch (median of {args.epochs})")
         for name, ts in times.items():
             print(f"  {name:<24}{median(ts):8.3f}")

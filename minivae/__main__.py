@@ -252,6 +252,7 @@ def cmd_evaluate(args) -> int:
     from .bounds import evaluate, likelihood_is_density
     from .files import write_atomic
     from .data import load_dataset
+    from .memory import doing
     from .run import check_same_data
     from .train import prepare_data
 
@@ -262,13 +263,14 @@ def cmd_evaluate(args) -> int:
     if args.limit:
         x_test = x_test[:args.limit]
     x = from_numpy(x_test, backend, tcfg.dtype)
-    _require_evaluate_memory(mcfg, tcfg, x.shape[0], args.batch_size, args.k)
+    _require_evaluate_memory(mcfg, tcfg, x.shape[0], args.batch_size, args.k, backend)
     t0 = time.perf_counter()
     # the ELBO with training's own draws (so it is the number training printed last), the
     # importance samples with --seed
-    stats = evaluate(params, x, mcfg, Generator((tcfg.seed, 3), backend), k=args.k,
-                     batch_size=args.batch_size, iwae_rng=Generator((args.seed, 4), backend),
-                     progress=sys.stderr.isatty() or args.k > 10_000)
+    with doing(f"evaluating {x.shape[0]:,} test examples, {min(args.batch_size, x.shape[0]):,} at a time"):
+        stats = evaluate(params, x, mcfg, Generator((tcfg.seed, 3), backend), k=args.k,
+                         batch_size=args.batch_size, iwae_rng=Generator((args.seed, 4), backend),
+                         progress=sys.stderr.isatty() or args.k > 10_000)
     stats["seconds"] = time.perf_counter() - t0
     density = likelihood_is_density(mcfg, x)
     stats.update(n_examples=int(x.shape[0]), k=args.k, seed=args.seed, backend=backend,
@@ -298,14 +300,15 @@ def cmd_evaluate(args) -> int:
 EVALUATE_CHUNK = 100  # importance samples drawn at once per example (bounds.evaluate's chunk)
 
 
-def _require_evaluate_memory(mcfg, tcfg, n_examples: int, batch_size: int, k: int) -> None:
+def _require_evaluate_memory(mcfg, tcfg, n_examples: int, batch_size: int, k: int,
+                             backend: str = "numpy") -> None:
     """evaluate's working set (a batch of examples, times the samples drawn at once) must fit."""
     from .memory import batch_bytes, itemsize, require
     batch = min(batch_size, n_examples)
     draws = max(min(k, EVALUATE_CHUNK), mcfg.n_samples)
     require(batch_bytes(mcfg, batch, draws, itemsize(tcfg.dtype)),
             f"evaluating {batch:,} examples at a time with {draws} samples each",
-            "choose a smaller --batch-size (100 is plenty)")
+            "choose a smaller --batch-size (100 is plenty)", backend=backend)
 
 
 def _what_the_numbers_are(mcfg, tcfg, density: bool) -> str:
@@ -491,6 +494,22 @@ SHRINK = {  # what to make smaller when a command runs out of memory
 }
 
 
+def _out_of_memory(e: MemoryError, command: str) -> str:
+    """One line for a MemoryError: where (the host, or the CUDA device for CuPy's), doing what
+    (``memory.doing``), and what to make smaller."""
+    where = ""
+    if type(e).__module__.startswith("cupy"):
+        try:
+            from .backend import cupy_device_name
+            where = f" on {cupy_device_name()}"
+        except Exception:  # noqa: BLE001 - a device that cannot even say its name is still the GPU
+            where = " on the GPU"
+    doing = getattr(e, "minivae_doing", None) or f"running `{command}`"
+    detail = " ".join(str(e).split())[:200]
+    return (f"out of memory{where} while {doing}{f' ({detail})' if detail else ''}; "
+            f"{SHRINK.get(command, 'choose smaller sizes')}. Files already written are intact.")
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
@@ -498,9 +517,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except MemoryError as e:  # CuPy's OutOfMemoryError is one too; whatever was saved stays saved
-        print(f"error: out of memory during `{args.command}`{f' ({str(e)[:200]})' if str(e) else ''}; "
-              f"{SHRINK.get(args.command, 'choose smaller sizes')}. Files already written are intact.",
-              file=sys.stderr)
+        print(f"error: {_out_of_memory(e, args.command)}", file=sys.stderr)
         return 2
     except (ValueError, RuntimeError, OSError) as e:  # bad input, missing files, a full disk: one line
         print(f"error: {e}", file=sys.stderr)

@@ -17,6 +17,9 @@ does random number generation, which is not part of the standard.
 
 from __future__ import annotations
 
+import math
+import time
+
 import numpy as np
 import array_api_compat
 
@@ -55,9 +58,39 @@ def cupy_status() -> tuple[bool, str]:
     except BackendUnavailable as e:
         return False, str(e)
     import cupy
-    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-    return True, f"CuPy {cupy.__version__} on CUDA device {cupy.cuda.Device().id} ({name})"
+    return True, f"CuPy {cupy.__version__} on {cupy_device_name()}"
+
+
+def cupy_device_name(device_id: int | None = None) -> str:
+    """``"CUDA device 0 (NVIDIA H200)"``: the current (or given) device. CuPy gives the name as
+    bytes in some versions and as str in others; both are read."""
+    import cupy
+    device_id = cupy.cuda.Device().id if device_id is None else device_id
+    name = cupy.cuda.runtime.getDeviceProperties(device_id)["name"]
+    return f"CUDA device {device_id} ({name.decode() if isinstance(name, bytes) else name})"
+
+
+CUPY_NEEDED = (13, 3)  # with NumPy 2, CuPy 13.0-13.2 raise TypeError in RandomState(seed)
+                       # (cupy#8392, fixed in 13.3); no older CuPy supports NumPy 2 at all
+
+
+def _version_tuple(version: str) -> tuple[int, int]:
+    parts = []
+    for piece in version.split(".")[:2]:
+        digits = "".join(c for c in piece if c.isdigit()) if piece[:1].isdigit() else ""
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts + [0] * (2 - len(parts)))
+
+
+def cupy_version_problem(cupy_version: str, numpy_version: str | None = None) -> str | None:
+    """Why this CuPy cannot run minivae with this NumPy (default: the one imported), in one line,
+    or None when it can."""
+    numpy_version = np.__version__ if numpy_version is None else numpy_version
+    if _version_tuple(numpy_version)[0] < 2 or _version_tuple(cupy_version) >= CUPY_NEEDED:
+        return None
+    return (f"backend 'cupy': CuPy {cupy_version} is installed, and with NumPy {numpy_version} minivae "
+            f"needs CuPy >= {CUPY_NEEDED[0]}.{CUPY_NEEDED[1]} (older ones fail in RandomState(seed) "
+            f"under NumPy 2): `pip install -U 'cupy-cuda12x>=14'`, or use backend='numpy'")
 
 
 def resolve(backend: str) -> str:
@@ -91,7 +124,9 @@ def _cupy():
     if n == 0:  # pragma: no cover
         raise BackendUnavailable("backend 'cupy': the CUDA driver sees no device; use 'numpy' or 'strict'")
     if id(cupy) not in _CUPY_PROBED:
-        _CUPY_PROBED[id(cupy)] = (cupy, _probe_cupy(cupy))
+        # the version first: the probes would blame the CUDA libraries for an old CuPy's TypeError
+        too_old = cupy_version_problem(str(cupy.__version__))
+        _CUPY_PROBED[id(cupy)] = (cupy, BackendBroken(too_old) if too_old else _probe_cupy(cupy))
     broken = _CUPY_PROBED[id(cupy)][1]
     if broken is not None:
         raise broken
@@ -240,17 +275,27 @@ def _key(seed) -> np.random.SeedSequence:
     return np.random.SeedSequence(list(seed) if isinstance(seed, (tuple, list)) else seed)
 
 
+CUPY_BLOCK = 1 << 16  # values per cuRAND call on CuPy; every call asks for this many
+
+
 class Generator:
-    """Seeded random numbers on a backend's device, re-keyable.
+    """Seeded random numbers on a backend's device, re-keyable, the same however they are split.
 
     ``seed`` may be an int or a tuple of ints such as ``(seed, epoch, step)``. ``rekey(key)``
     restarts the stream at another key without making a new device generator: training keeps one
     Generator per run and rekeys it every step by (seed, 1, epoch, step), so a resumed run draws
     exactly what an uninterrupted one would have, and a GPU step creates no generator.
 
-    - numpy: ``numpy.random.default_rng`` of the key (a host object, cheap to make);
-    - cupy: one ``cupy.random.RandomState`` on cuRAND's Philox4x32-10, reseeded by ``rekey``
-      (a counter-based generator: reseeding sets a key and an offset, nothing on the device);
+    Draws of one kind and dtype form one stream: drawing n values and then m gives the values one
+    draw of n + m gives, on every backend. Evaluation rests on this (its draws do not depend on
+    the batch size).
+
+    - numpy: ``numpy.random.default_rng`` of the key (a host object, cheap to make), whose streams
+      split this way by themselves;
+    - cupy: one ``cupy.random.RandomState`` on cuRAND's Philox4x32-10, reseeded by ``rekey`` (a
+      counter-based generator: reseeding sets a key and an offset, nothing on the device). CuPy
+      pads an odd-sized normal draw by one value, so its streams do not split this way; here every
+      cuRAND call draws ``CUPY_BLOCK`` values and draws are served from those blocks;
     - strict: NumPy draws on the host, copied onto the emulated device (which has no generator).
     """
 
@@ -268,23 +313,90 @@ class Generator:
                 self._rng = _cupy_generator(_cupy(), seed64)
             else:
                 self._rng.seed(seed64)
-            self._uniform = self._rng.random_sample
+            self._unserved = {}  # (draw function, dtype) -> 1-D device array drawn, not yet served
         else:
             self._rng = np.random.default_rng(key)
-            self._uniform = self._rng.random
         return self
 
-    def _out(self, a):
+    def _draw(self, kind: str, shape, dtype: str):
+        if self.backend == "cupy":
+            return self._from_blocks(kind, shape, dtype)
+        draw = self._rng.standard_normal if kind == "normal" else self._rng.random
+        a = draw(shape, dtype=dtype)
         return from_numpy(a, "strict") if self.backend == "strict" else a
+
+    def _from_blocks(self, kind: str, shape, dtype: str):
+        draw = self._rng.standard_normal if kind == "normal" else self._rng.random_sample
+        n = math.prod(shape)
+        pieces = [self._unserved.pop((kind, dtype), None)]
+        pieces = [p for p in pieces if p is not None]
+        have = sum(p.shape[0] for p in pieces)
+        while have < n or not pieces:  # (a draw of nothing still starts from a block)
+            pieces.append(draw((CUPY_BLOCK,), dtype=dtype))
+            have += CUPY_BLOCK
+        flat = pieces[0] if len(pieces) == 1 else _cupy().concatenate(pieces)
+        self._unserved[kind, dtype] = flat[n:]
+        return flat[:n].reshape(shape)
 
     def normal(self, shape, dtype: str = "float32"):
         """Standard normal draws of ``shape`` in ``dtype``."""
-        return self._out(self._rng.standard_normal(shape, dtype=dtype))
+        return self._draw("normal", shape, dtype)
 
     def uniform(self, shape, dtype: str = "float32"):
         """Uniform draws on [0, 1)."""
-        return self._out(self._uniform(shape, dtype=dtype))
+        return self._draw("uniform", shape, dtype)
 
     def permutation(self, n: int):
         """A random permutation of ``range(n)`` as an integer array on the backend."""
-        return self._out(self._rng.permutation(n))
+        a = self._rng.permutation(n)
+        return from_numpy(a, "strict") if self.backend == "strict" else a
+
+
+def stream_versions(backend: str) -> dict:
+    """What a backend's numbers depend on: the array library and its version, and the generator.
+    A checkpoint records it; a resume under the same record continues bit-exactly."""
+    backend = _check_backend(backend)
+    if backend == "cupy":
+        cupy = _cupy()
+        try:
+            cuda = str(cupy.cuda.runtime.runtimeGetVersion())
+        except Exception:  # noqa: BLE001 - a record, not a check
+            cuda = "unknown"
+        return {"backend": "cupy", "library": f"cupy {cupy.__version__}", "cuda_runtime": cuda,
+                "generator": f"cuRAND Philox4x32-10 in blocks of {CUPY_BLOCK}"}
+    record = {"backend": backend, "library": f"numpy {np.__version__}",
+              "generator": "numpy PCG64 (SeedSequence keys)"}
+    if backend == "strict":
+        record["library"] += f", array-api-strict {_strict().__version__}"
+    return record
+
+
+class Clock:
+    """Seconds between marks of the work a backend has been given, on the device's own clock.
+
+    On CuPy each ``mark()`` records a CUDA event in the stream (no wait), and ``intervals()`` waits
+    once, for the last, then reads the times between events: the device's time, not the host's
+    time to queue the work. NumPy and strict compute eagerly, so there it is ``perf_counter``.
+    """
+
+    def __init__(self, backend: str):
+        self.backend = _check_backend(backend)
+        self._marks = []
+
+    def mark(self) -> None:
+        if self.backend == "cupy":
+            event = _cupy().cuda.Event()
+            event.record()
+            self._marks.append(event)
+        else:
+            self._marks.append(time.perf_counter())
+
+    def intervals(self) -> list[float]:
+        """Seconds from each mark to the next."""
+        m = self._marks
+        if self.backend != "cupy":
+            return [b - a for a, b in zip(m, m[1:])]
+        if m:
+            m[-1].synchronize()
+        elapsed_ms = _cupy().cuda.get_elapsed_time
+        return [elapsed_ms(a, b) / 1e3 for a, b in zip(m, m[1:])]

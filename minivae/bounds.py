@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import sys
 
-from .backend import dtype_name, namespace_of
+from .backend import dtype_name, namespace_of, to_numpy
 from .distributions import gaussian_kl_forward, gaussian_log_prob_forward, reparameterize_forward
 from .vae import encode, log_likelihood, validate_data, validate_inputs
 
@@ -81,15 +81,24 @@ def elbo(params, x, cfg, rng, n_samples: int = 1, q=None):
     return recon - kl, recon, kl
 
 
-def active_units(mu, threshold: float = 0.01):
+ACTIVE_THRESHOLD = 0.01  # Burda et al. 2015
+
+
+def active_units(mu, threshold: float = ACTIVE_THRESHOLD):
     """Latent dimensions whose posterior mean varies over the data: ``Cov_x(E_q[z_j]) > threshold``.
 
     mu: (N, Z), the encoder means over a data set. Returns ``(count, variances)`` with variances (Z,).
     (Burda et al. 2015 use threshold 0.01.)
     """
+    count, variances = _active(mu, threshold)
+    return int(count), variances
+
+
+def _active(mu, threshold: float):
+    """``active_units`` on the device: the count as a 0-d array in mu's dtype, and the variances."""
     xp = namespace_of(mu)
     variances = xp.var(mu, axis=0)
-    return int(xp.sum(xp.astype(variances > threshold, xp.int64))), variances
+    return xp.sum(xp.astype(variances > threshold, variances.dtype)), variances
 
 
 def likelihood_is_density(cfg, x) -> bool:
@@ -107,10 +116,12 @@ def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int 
     """Average bounds over a data set x (N, D): ELBO, recon, KL, active units, and L_k if k > 0.
 
     The ELBO's draws come from ``rng``, the importance samples from ``iwae_rng`` (default: ``rng``),
-    so an ELBO computed with and without L_k from the same ``rng`` is the same number. The draws do
-    not depend on ``batch_size``. Checks params and x once (ValueError), then runs every batch
-    unchecked; ``validate=False`` skips that check (for a training loop that made it already).
-    ``progress`` shows a bar over the examples (L_k with a large k takes a while).
+    so an ELBO computed with and without L_k from the same ``rng`` is the same number. The ELBO's
+    draws (one per example) do not depend on ``batch_size``, on any backend, when the importance
+    samples have their own ``iwae_rng`` (which importance samples an example gets does depend on
+    it). Checks params and x once (ValueError), then runs every batch unchecked; ``validate=False``
+    skips that check (for a training loop that made it already). The sums stay on the device until
+    one read at the end. ``progress`` shows a bar over the examples (L_k with a large k takes a while).
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"k: expected 0 (ELBO only) or a positive number of importance samples, got {k!r}")
@@ -118,10 +129,8 @@ def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int 
         validate_data(x, cfg, validate_inputs(params, cfg, x=x))
     xp = namespace_of(x)
     N = x.shape[0]
-    totals = {"elbo": 0.0, "recon": 0.0, "kl": 0.0}
-    if k:
-        totals[f"iwae_{k}"] = 0.0
-    mus = []
+    names = ["elbo", "recon", "kl"] + ([f"iwae_{k}"] if k else [])
+    sums, mus = [], []  # per batch, on the device: read once at the end, not once per batch
     from tqdm import tqdm
     bar = tqdm(total=N, desc=f"ELBO{f' and L_{k}' if k else ''}", unit="ex", disable=not progress,
                leave=False, file=sys.stderr)
@@ -129,14 +138,21 @@ def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int 
         xb = x[start:min(start + batch_size, N), ...]
         q = encode(params, xb, cfg, validate=False)
         e, log_px_z, kl = elbo(params, xb, cfg, rng, q=q)
-        totals["elbo"] += float(xp.sum(e))
-        totals["recon"] += float(xp.sum(-log_px_z))
-        totals["kl"] += float(xp.sum(kl))
+        row = [xp.sum(e), xp.sum(-log_px_z), xp.sum(kl)]
         if k:
-            totals[f"iwae_{k}"] += float(xp.sum(iwae_bound(params, xb, cfg, k, iwae_rng or rng, chunk, q)))
+            row.append(xp.sum(iwae_bound(params, xb, cfg, k, iwae_rng or rng, chunk, q)))
+        sums.append(xp.stack(row))
         mus.append(q[0])
-        bar.update(xb.shape[0])
+        bar.update(xb.shape[0])  # on a GPU: batches queued, not finished
+    count, _ = _active(xp.concat(mus, axis=0), ACTIVE_THRESHOLD)
+    table = to_numpy(xp.concat([xp.reshape(xp.stack(sums), (-1,)), xp.reshape(count, (1,))]))
     bar.close()
-    out = {name: value / N for name, value in totals.items()}
-    out["active_units"], _ = active_units(xp.concat(mus, axis=0))
+    per_batch = table[:-1].reshape(len(sums), len(names))
+    out = {}
+    for j, name in enumerate(names):  # summed on the host in float64, batch after batch
+        total = 0.0
+        for value in per_batch[:, j]:
+            total += float(value)
+        out[name] = total / N
+    out["active_units"] = int(table[-1])
     return out

@@ -8,10 +8,12 @@ Where CuPy can, it runs ``device_checks`` on ``"cupy"``, each stage under a time
 1. the test suite's cupy cases (in a source checkout), 180 s;
 2. the gradient check in float64 on every likelihood mode, and the loss and gradients against
    NumPy's for the same parameters and draws (agreement to 1e-12), 60 s;
-3. speed: after a warm-up, one epoch of the paper's 784-500-20 model (Fashion-MNIST when it is on
-   disk, else as many synthetic 784-pixel images) on NumPy and on the device, in float32 and
-   float64: the seconds, the ratio, and whether float32 and float64 and the two backends agree on
-   the test -ELBO; a verdict line says which backend to use, 150 s;
+3. speed: after a warm-up run that compiles the kernels, one epoch of the paper's 784-500-20 model
+   (Fashion-MNIST when it is on disk, else as many synthetic 784-pixel images) on NumPy and on the
+   device, in float32 and float64: the epoch's training steps as ``train()`` times them (without
+   the test evaluation and the checkpoint), one step timed on the device's clock (CUDA events) at
+   the BLAS thread count the epoch used, the ratio, and whether float32 and float64 and the two
+   backends agree on the test -ELBO; a verdict line says which backend to use, 150 s;
 4. ``benchmarks/gpu_speed.py`` (PyTorch CUDA beside minivae) when PyTorch, the benchmarks and
    Fashion-MNIST are there, 120 s.
 
@@ -73,6 +75,7 @@ def environment() -> list[tuple[str, str]]:
 
 LIMITS = {"tests": 180, "gradients": 60, "speed": 150, "benchmark": 120}  # seconds per stage
 SPEED_ROWS = 10_000  # one epoch: 100 steps at batch 100
+STEP_WARMUP, STEP_SAMPLE = 3, 30  # steps untimed (kernels compile), then timed one by one
 AGREE = 0.02  # test -ELBO after one epoch: float32 vs float64, and device vs numpy (other draws)
 
 
@@ -147,15 +150,46 @@ def _speed_data():
         g.random((1000, 784), dtype=np.float32), np.zeros(1000, np.int64), (28, 28))
 
 
+def _step_seconds(model, backend: str, dtype: str, x_host, batch: int, threads: int) -> float:
+    """The median seconds of one training step as ``train()`` runs it (a minibatch, the gradient
+    with its draws, the Adam update over one flat buffer), at ``threads`` BLAS threads, timed on
+    the device's clock (``backend.Clock``: CUDA events on CuPy) after STEP_WARMUP untimed steps."""
+    from statistics import median
+
+    from . import optim
+    from .threads import BlasThreads, ThreadChoice
+    from .train import TrainConfig, gradient, minibatch
+    from .vae import init_params
+
+    tcfg = TrainConfig(batch_size=batch, backend=backend, dtype=dtype)
+    params = init_params(model, seed=0, backend=backend, dtype=dtype)
+    optimizer = optim.Flat(params, {}, tcfg.optimizer)
+    rng, clock = B.Generator((0, 1), backend), B.Clock(backend)
+    x = B.from_numpy(x_host, backend, dtype)
+    perm = B.from_numpy(B.Generator((0, 0, 0)).permutation(x.shape[0]), backend)
+    n_batches = x.shape[0] // batch
+    with BlasThreads(ThreadChoice(fixed=threads)):
+        for i in range(STEP_WARMUP + STEP_SAMPLE):
+            if i >= STEP_WARMUP:
+                clock.mark()
+            xb = minibatch(x, perm, i % n_batches, tcfg)
+            _, grads = gradient(params, xb, model, tcfg, 0, i % n_batches, rng)
+            optimizer.step(grads, **tcfg.hyper())
+        clock.mark()
+    return median(clock.intervals())
+
+
 def _speed(backend: str, tmp: Path, log) -> list[Check]:
-    """One epoch of the 784-500-20 model on numpy and on ``backend``, float32 and float64, timed
-    after a warm-up (kernel compilation, allocator), with the test -ELBOs compared."""
+    """The 784-500-20 model on numpy and on ``backend``, float32 and float64: one epoch's training
+    steps as ``train()`` times them (without the test evaluation and the checkpoint), after a
+    warm-up run that compiles the kernels, and one step on the device's clock at the thread count
+    that epoch used; with the test -ELBOs compared."""
     from .config import VAEConfig
     from .train import TrainConfig, train
 
     model = VAEConfig(x_dim=784, hidden=(500,), z_dim=20)
     source, data = _speed_data()
-    seconds, elbo = {}, {}
+    seconds, step, elbo = {}, {}, {}
     for name in ("numpy", backend):
         for dtype in ("float32", "float64"):
             def run(tag, **kw):
@@ -163,10 +197,13 @@ def _speed(backend: str, tmp: Path, log) -> list[Check]:
                 return train(model, tcfg, tmp / f"{name}-{dtype}-{tag}", data=data, progress=False,
                              log=lambda *a: None)
             run("warm-up", max_steps=3)
-            t0 = time.perf_counter()
-            out = run("timed")
-            seconds[name, dtype], elbo[name, dtype] = time.perf_counter() - t0, out["last"]["test_loss"]
-            log(f"  {name:<7}{dtype}: one epoch {seconds[name, dtype]:.2f}s, test -ELBO {elbo[name, dtype]:.3f}")
+            last = run("timed")["last"]
+            seconds[name, dtype], elbo[name, dtype] = last["seconds"], last["test_loss"]
+            threads = int(last["threads"])
+            step[name, dtype] = _step_seconds(model, name, dtype, data.x_train, 100, threads)
+            log(f"  {name:<7}{dtype}: one epoch's steps {seconds[name, dtype]:.2f}s, one step "
+                f"{1e3 * step[name, dtype]:.2f} ms ({threads} BLAS thread{'s' * (threads > 1)}), "
+                f"test -ELBO {elbo[name, dtype]:.3f}")
 
     def rel(a, b):
         return abs(elbo[a] - elbo[b]) / abs(elbo[b])
@@ -175,8 +212,10 @@ def _speed(backend: str, tmp: Path, log) -> list[Check]:
         ratio = seconds["numpy", dtype] / seconds[backend, dtype]
         checks.append(Check(f"one epoch of 784-500-20 in {dtype} ({source}, batch 100)",
                             rel((backend, dtype), ("numpy", dtype)) <= AGREE,
-                            f"numpy {seconds['numpy', dtype]:.2f}s, {backend} {seconds[backend, dtype]:.2f}s: "
-                            f"{ratio:.2f}x; test -ELBO {elbo[backend, dtype]:.3f} vs numpy's "
+                            f"training steps: numpy {seconds['numpy', dtype]:.2f}s, {backend} "
+                            f"{seconds[backend, dtype]:.2f}s: {ratio:.2f}x; one step "
+                            f"{1e3 * step['numpy', dtype]:.2f} vs {1e3 * step[backend, dtype]:.2f} ms; "
+                            f"test -ELBO {elbo[backend, dtype]:.3f} vs numpy's "
                             f"{elbo['numpy', dtype]:.3f} (the draws may differ; bar {AGREE:.0%})"))
     gap = rel((backend, "float32"), (backend, "float64"))
     checks.append(Check(f"float32 against float64 on {backend}", gap <= AGREE,

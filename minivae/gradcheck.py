@@ -234,12 +234,12 @@ def check_model(cfg, backend: str = "numpy", seed: int = 0, batch: int = 3,
     (the paper's N(0, 0.01) keeps a small model almost linear). ``x`` is uniform on [0, 1] (grayscale
     pixels), ``eps`` standard normal. ``directions > 0`` adds that many random-direction checks.
     """
-    from .backend import Generator
+    from .backend import Generator, resolve
     from .memory import batch_bytes, require
     from .vae import forward, backward, init_params, relu_masks
 
     require(4 * batch_bytes(cfg, batch, cfg.n_samples, 8), "this gradient check",
-            "choose a smaller n_samples")
+            "choose a smaller n_samples", backend=resolve(backend))
     params = init_params(cfg, seed=seed, backend=backend, dtype="float64", init="uniform")
     rng = Generator((seed, 1), backend)
     x = rng.uniform((batch, cfg.x_dim), "float64")

@@ -97,9 +97,9 @@ def plot_reconstructions(params, cfg, x: np.ndarray, image_shape, path, backend=
 def plot_samples(params, cfg, image_shape, path, backend="numpy", dtype="float32", n: int = 64,
                  seed: int = 0):
     """E[x|z] for ``n`` draws z ~ N(0, I)."""
-    from .memory import batch_bytes, itemsize, require
-    require(batch_bytes(cfg, n, 1, itemsize(dtype)) + 8 * n * cfg.x_dim, f"drawing {n:,} samples",
-            "ask for fewer with --n")
+    from .memory import batch_bytes, itemsize, require_on
+    require_on(backend, 8 * n * cfg.x_dim, batch_bytes(cfg, n, 1, itemsize(dtype)), f"drawing {n:,} samples",
+               "ask for fewer with --n")
     z = Generator(seed, backend).normal((n, cfg.z_dim), dtype)
     _save_grid(image_grid(_mean_image(params, z, cfg), image_shape, int(np.sqrt(n))), path,
                "samples: E[x|z], z ~ p(z)")

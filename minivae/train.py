@@ -37,12 +37,12 @@ from pathlib import Path
 import numpy as np
 
 from . import optim
-from .backend import Generator, from_numpy, namespace_of, resolve, to_numpy
+from .backend import Generator, from_numpy, namespace_of, resolve, stream_versions, to_numpy
 from .bounds import evaluate
 from .checkpoint import (MAX_KEEP, SUFFIX, CheckpointError, checkpoint_files, load_checkpoint,
                          save_checkpoint)
 from .config import VAEConfig
-from .memory import batch_bytes, itemsize, n_parameters, require
+from .memory import batch_bytes, doing, itemsize, n_parameters, require_on
 from .data import (BINARIZE, DATASETS, IDX_SOURCES, Dataset, binarize_dynamic, binarize_static,
                    fingerprint, load_dataset, locate)
 from .run import (RunLock, check_same_data, clear_for_new_run, load_run, new_run_id, read_metrics,
@@ -378,13 +378,12 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
     if data.x_dim != mcfg.x_dim:
         raise ValueError(f"x_dim: the model has x_dim={mcfg.x_dim} but data set {data.name!r} has "
                          f"{data.x_dim} pixels per example")
-    size = itemsize(tcfg.dtype)  # parameters, gradients, two optimizer states; a batch; the data
-    require(4 * n_parameters(mcfg) * size + batch_bytes(mcfg, tcfg.batch_size, mcfg.n_samples, size)
-            + 2 * (data.x_train.size + data.x_test.size) * size, "training this model",
-            "choose a smaller --batch-size, --n-samples or --hidden")
+    _require_memory(mcfg, tcfg, data)
     x_train_host, x_test_host = prepare_data(data, tcfg)
-    x_train = from_numpy(x_train_host, tcfg.backend, tcfg.dtype)
-    x_test = from_numpy(x_test_host, tcfg.backend, tcfg.dtype)
+    with doing(f"copying the data to {tcfg.backend}'s device" if tcfg.backend != "numpy"
+               else "preparing the data"):
+        x_train = from_numpy(x_train_host, tcfg.backend, tcfg.dtype)
+        x_test = from_numpy(x_test_host, tcfg.backend, tcfg.dtype)
     validate_data(x_train, mcfg, tcfg.dtype, name=f"{data.name} training data")
     validate_data(x_test, mcfg, tcfg.dtype, name=f"{data.name} test data")
     N = x_train.shape[0]
@@ -396,14 +395,40 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
         save_run_config(out, mcfg, tcfg, run_id, data_record(data, tcfg.data_dir))
         rows = read_metrics(out / "metrics.csv", METRICS, before_epoch=at.epoch + 1, log=log)
         write_metrics(out / "metrics.csv", METRICS, rows)  # only the epochs the checkpoint holds
-        status = _loop(params, opt_state, at, rows, x_train, x_test, mcfg, tcfg, out, run_id,
-                       progress, callback, log, stop)
+        with doing(f"training (from epoch {at.epoch + 1}, step {at.step})"):
+            status = _loop(params, opt_state, at, rows, x_train, x_test, mcfg, tcfg, out, run_id,
+                           progress, callback, log, stop)
     if status == "interrupted":
         log(f"stopped by {signal_name(stop.signum)}; saved {ckpt}{SUFFIX}. Continue with: "
             f"python -m minivae train --resume --out {out}")
     last = {k: float(v) for k, v in rows[-1].items() if v != ""} if rows else {}
     return {"status": status, "out": str(out), "global_step": at.global_step, "elapsed": at.elapsed,
             "last": last, "params": params, "signal": stop.signum}
+
+
+def _say_if_not_bit_exact(recorded, now: dict, log) -> None:
+    """A resume continues bit-exactly only under the array library, version and generator that
+    wrote the checkpoint; under others its draws and roundings differ: it continues statistically."""
+    if recorded == now:
+        return
+    if not isinstance(recorded, dict):
+        log("note: the checkpoint records no library versions (an older minivae wrote it); if NumPy "
+            "or CuPy changed since, this resume continues the run statistically, not bit-exactly")
+        return
+    changed = [f"{k} {recorded.get(k)!r} -> {now.get(k)!r}" for k in sorted({*recorded, *now})
+               if recorded.get(k) != now.get(k)]
+    log(f"note: this resume continues the run statistically, not bit-exactly (other draws and "
+        f"roundings from here on): {'; '.join(changed)}")
+
+
+def _require_memory(mcfg: VAEConfig, tcfg: TrainConfig, data) -> None:
+    """TooBig unless training fits: the parameters, their gradients and two optimizer states, a
+    batch's arrays, and the data, on the host (numpy, strict) or on the GPU with a host copy (cupy)."""
+    size = itemsize(tcfg.dtype)
+    data_bytes = (data.x_train.size + data.x_test.size) * size
+    model_bytes = 4 * n_parameters(mcfg) * size + batch_bytes(mcfg, tcfg.batch_size, mcfg.n_samples, size)
+    require_on(tcfg.backend, data_bytes, model_bytes + data_bytes, "training this model",
+               "choose a smaller --batch-size, --n-samples or --hidden")
 
 
 def _start(out: Path, mcfg, tcfg, resume: bool, overwrite: bool, n_batches: int, log):
@@ -416,6 +441,7 @@ def _start(out: Path, mcfg, tcfg, resume: bool, overwrite: bool, n_batches: int,
             params, _, opt_state, meta = load_checkpoint(ckpt, tcfg.backend, tcfg.dtype, expect=mcfg,
                                                          run_id=run_id)
             at = Progress.from_meta(meta, n_batches)
+            _say_if_not_bit_exact(meta.get("versions"), stream_versions(tcfg.backend), log)
             if at.epoch >= tcfg.epochs:
                 raise ValueError(f"{out} has already trained {at.epoch} epoch(s) of {tcfg.epochs}; to "
                                  f"train more, resume with --epochs N for some N > {at.epoch}")
@@ -441,6 +467,7 @@ def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, ou
     hyper, ckpt = tcfg.hyper(), out / "checkpoint"
     optimizer = optim.Flat(params, opt_state, tcfg.optimizer)  # params become views of one buffer
     rng = Generator((tcfg.seed, 1), tcfg.backend)  # rekeyed by every step: one device generator
+    versions = stream_versions(tcfg.backend)
 
     def kept() -> str:
         files = [p for p in checkpoint_files(ckpt) if p.exists()]
@@ -457,7 +484,8 @@ def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, ou
 
     def save(stop: _StopFlag) -> None:
         """Write the checkpoint (after ``guard``); a second Ctrl-C cannot cut it in half."""
-        meta = {**dataclasses.asdict(at), "train": dataclasses.asdict(tcfg), "run_id": run_id}
+        meta = {**dataclasses.asdict(at), "train": dataclasses.asdict(tcfg), "run_id": run_id,
+                "versions": versions}
         stop.saving = True
         try:
             save_checkpoint(ckpt, params, mcfg, opt_state, meta, keep=tcfg.keep)
@@ -530,7 +558,8 @@ def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, ou
 
 def _evaluate_test(params, x_test, mcfg: VAEConfig, tcfg: TrainConfig) -> dict:
     """The epoch's test-set columns. x_test was checked once, and the parameters just now."""
-    stats = evaluate(params, x_test, mcfg, Generator((tcfg.seed, 3), tcfg.backend), validate=False)
+    with doing("evaluating the test set after an epoch"):
+        stats = evaluate(params, x_test, mcfg, Generator((tcfg.seed, 3), tcfg.backend), validate=False)
     return {"test_loss": -stats["elbo"], "test_recon": stats["recon"], "test_kl": stats["kl"],
             "test_active_units": stats["active_units"]}
 

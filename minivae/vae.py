@@ -34,7 +34,7 @@ from .distributions import (
     reparameterize_forward,
 )
 from .layers import ACTIVATIONS, linear_backward, linear_forward, sigmoid
-from .memory import itemsize, n_parameters, require
+from .memory import itemsize, n_parameters, require_on
 
 __all__ = ["VAEConfig", "param_shapes", "init_params", "encode", "decode", "log_likelihood",
            "likelihood_mean", "forward", "backward", "loss_and_grads", "validate_config",
@@ -78,8 +78,8 @@ def init_params(cfg: VAEConfig, seed: int = 0, backend: str = "numpy", dtype: st
     scheme = cfg.init if init is None else init
     backend = resolve(backend)
     n = n_parameters(cfg)  # drawn in float64 on the host, then copied in dtype
-    require(n * (8 + itemsize(dtype)), f"the {n:,} parameters of this model",
-            "choose smaller hidden widths or z_dim")
+    require_on(backend, 8 * n, n * itemsize(dtype), f"the {n:,} parameters of this model",
+               "choose smaller hidden widths or z_dim")
     if scheme not in ("normal", "uniform", "glorot"):
         raise ValueError(f"init: expected 'normal', 'uniform' or 'glorot', got {scheme!r}")
     rng = Generator(seed, "numpy")

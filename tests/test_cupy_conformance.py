@@ -196,24 +196,53 @@ def test_the_generator_and_host_moves_call_cupy_as_its_signatures_allow(monkeypa
     fake = mock.NonCallableMagicMock()
     fake.random.RandomState = mock.create_autospec(cupy.random.RandomState)
     fake.asarray = mock.create_autospec(cupy.asarray)
+    fake.concatenate = mock.create_autospec(cupy.concatenate, side_effect=np.concatenate)
+    rs = fake.random.RandomState.return_value
+    rs.standard_normal.side_effect = lambda shape, dtype: np.zeros(shape, dtype)
+    rs.random_sample.side_effect = lambda shape, dtype: np.zeros(shape, dtype)
     monkeypatch.setattr(B, "_cupy", lambda: fake)
     g = B.Generator((1, 2, 3), "cupy")
     fake.random.RandomState.assert_called_once()
     seed = fake.random.RandomState.call_args.args[0]
     assert isinstance(seed, int) and 0 <= seed < 2**63
     assert fake.random.RandomState.call_args.kwargs == {"method": 161}  # Philox4x32-10
-    g.normal((2, 3), "float32")
-    g.uniform((2, 3), "float64")
+    assert g.normal((2, 3), "float32").shape == (2, 3)
+    assert g.uniform((2, 3), "float64").shape == (2, 3)
+    assert g.normal((B.CUPY_BLOCK, 2), "float32").shape == (B.CUPY_BLOCK, 2)  # three blocks joined
+    fake.concatenate.assert_called_once()
     g.permutation(5)
-    rs = fake.random.RandomState.return_value
     g.rekey((1, 2, 4))  # a new key: the same device generator, reseeded
     fake.random.RandomState.assert_called_once()
     (new_seed,), _ = rs.seed.call_args
     assert isinstance(new_seed, int) and 0 <= new_seed < 2**63 and new_seed != seed
-    rs.standard_normal.assert_called_once_with((2, 3), dtype="float32")
-    rs.random_sample.assert_called_once_with((2, 3), dtype="float64")
+    assert rs.standard_normal.call_args_list == [mock.call((B.CUPY_BLOCK,), dtype="float32")] * 3
+    rs.random_sample.assert_called_once_with((B.CUPY_BLOCK,), dtype="float64")
     rs.permutation.assert_called_once_with(5)
     B.from_numpy(np.zeros(3), "cupy")
     fake.asarray.assert_called_once()
     assert hasattr(cupy.ndarray, "get")  # to_numpy's CuPy branch
     assert hasattr(cupy.cuda, "Device") and hasattr(cupy.cuda.runtime, "getDeviceCount")
+
+
+def test_what_the_fake_cupy_stands_in_for_exists_in_the_installed_cupy():
+    """tests/test_fake_cupy.py's fake offers these; the real CuPy must have them with these names."""
+    for path in ("cuda.Event", "cuda.get_elapsed_time", "get_default_memory_pool", "concatenate",
+                 "cuda.Device.mem_info", "cuda.runtime.runtimeGetVersion",
+                 "cuda.runtime.getDeviceProperties", "cuda.memory.OutOfMemoryError"):
+        obj = cupy
+        for part in path.split("."):
+            obj = getattr(obj, part)
+    assert hasattr(cupy.cuda.memory.MemoryPool, "free_bytes")
+    assert set(inspect.signature(cupy.cuda.Event.record).parameters) <= {"self", "stream"}
+
+
+def test_cupys_out_of_memory_error_becomes_one_line():
+    from minivae.__main__ import _out_of_memory
+    from minivae.memory import doing
+    try:
+        with doing("training (from epoch 1, step 0)"):
+            raise cupy.cuda.memory.OutOfMemoryError(16_000_000_000, 0)
+    except MemoryError as e:
+        line = _out_of_memory(e, "train")
+    assert line.startswith("out of memory on ") and "\n" not in line
+    assert "while training (from epoch 1, step 0) (Out of memory allocating 16,000,000,000 bytes" in line

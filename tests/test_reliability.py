@@ -267,7 +267,7 @@ def test_a_memory_error_anywhere_is_one_line_and_keeps_what_was_saved(run, capsy
     monkeypatch.setattr(bounds, "evaluate", exhausted)
     assert main(["evaluate", str(run)]) == 2
     err = _err(capsys)
-    assert err.startswith("error: out of memory during `evaluate`") and err.count("\n") == 1
+    assert err.startswith("error: out of memory while evaluating") and err.count("\n") == 1
     assert "choose a smaller --batch-size or --k" in err
     assert (run / "checkpoint.safetensors").read_bytes() == before
 
