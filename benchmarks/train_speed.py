@@ -20,9 +20,9 @@ weighted evaluation; the thread count and the BLAS in use.
 
 ``--busy N`` measures instead what a learner's laptop sees: each batch size quiet, then with N
 processes spinning on the CPU for the whole phase (stopped after). Side by side: minivae with its own
-thread choice (``threads.ThreadChoice``, as ``train`` makes it: each count tried on a window of its
-own steps, again every 20 s or on drift), minivae at 1 thread and at every usable core, the
-hand-fused step at the count minivae mostly ran with in that epoch, and PyTorch (default and fused
+thread choice (``threads.ThreadChoice``, as ``train`` makes it: each count tried on two windows of
+its own steps, alternating, again every 20 s or on drift), minivae at 1 thread and at every usable core, the
+hand-fused step at the count minivae mostly ran with in its latest epoch, and PyTorch (default and fused
 Adam) at its own default threads.
 """
 
@@ -234,7 +234,8 @@ def spinners(n):
 
 
 def epochs_under_load(x_train, batch, epochs, busy, have_torch):
-    """Seconds per epoch of each implementation, epochs interleaved, with ``busy`` spinners running
+    """Seconds per epoch of each implementation, epochs interleaved (the order rotated each round,
+    so that no implementation always follows the same one), with ``busy`` spinners running
     throughout; and the count minivae's choice ran most steps of each epoch with."""
     from threadpoolctl import threadpool_limits
 
@@ -257,7 +258,10 @@ def epochs_under_load(x_train, batch, epochs, busy, have_torch):
     try:
         time.sleep(0.5)
         for epoch in range(epochs):
-            for key, m in model.items():
+            keys = list(model)
+            keys = keys[epoch % len(keys):] + keys[:epoch % len(keys)]  # each follows a different one
+            for key in keys:
+                m = model[key]
                 t0 = time.perf_counter()
                 if key == "choice":
                     with choice:
@@ -268,7 +272,7 @@ def epochs_under_load(x_train, batch, epochs, busy, have_torch):
                 elif key.startswith("torch"):
                     torch_epoch(m, x_train_t, batch, epoch)
                 else:
-                    n = {"one": 1, "all": cores, "fused": chosen[-1]}[key]
+                    n = {"one": 1, "all": cores, "fused": chosen[-1] if chosen else cores}[key]
                     with threadpool_limits(limits=n, user_api="blas"):
                         minivae_epoch(m, x_train, batch, epoch)
                 times[key].append(time.perf_counter() - t0)

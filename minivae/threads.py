@@ -6,11 +6,19 @@ matrix product split over every core waits for the busy one, and while NumPy's s
 faster: on 2 cores with one busy competitor, an epoch of the paper's 784-500-20 model at batch 100
 took 4.6 s on one thread and 13.0 s on two (3.3 s on two, quiet; benchmarks/README.md). Which
 count is faster depends on the load at the moment, so training measures it on its own steps, which
-costs no extra work: it runs in windows of about half a second, tries each candidate count for one window at the start,
-keeps the faster, and tries the others again every ``EXPLORE_EVERY`` windows or as soon as the
-current count's step time has drifted for two windows in a row (one slow window is often only a
-neighbour's brief burst). (A few steps timed apart from training mislead here: under load
-their times scatter by 2x, and the cost of spinning threads shows only over longer stretches.)
+costs no extra work: it runs in windows of about half a second, tries each candidate count on two
+windows at the start, alternating (2, 1, 2, 1 on two cores), keeps the count whose faster window
+was fastest, and stays with it until it tries the others again the same way, every
+``EXPLORE_EVERY`` windows or as soon as the current count's step time has drifted for two windows
+in a row (one slow window is often only a neighbour's brief burst). Two alternating windows each,
+not one: this machine's speed wanders by 20-30% over seconds, and the first window of a run is
+often slow (8.96 ms a step at 2 threads, then 5.91). And no switch between explorations: comparing
+each window with the other count's old time switched to the slower count after one slow window,
+and kept it until the next exploration (a quiet benchmark ran 2 of 3 epochs at 1 thread where 2
+were 14% faster). A window ends after half a second even when its steps are not done, so trying a
+count that is 3x slower costs half a second, not 1.5.
+(A few steps timed apart from training mislead here: under load their times scatter by 2x, and
+the cost of spinning threads shows only over longer stretches.)
 
 The products give different bits at different counts (OpenBLAS 0.3.31 splits some sums by thread),
 so the measured choice makes the exact numbers of a run depend on the machine's load. A fixed count
@@ -29,7 +37,11 @@ WINDOW = 0.5          # seconds of steps per measurement window
 EXPLORE_EVERY = 40    # windows between two tries of the counts not in use (about 20 s)
 DRIFT = 1.5           # two windows in a row this many times slower or faster than the count's: re-try
 WARMUP_STEPS = 3      # a run's first steps fill caches and start the pool's threads: not timed
-STATE_KEYS = ("counts", "threads", "per_step", "window_steps", "window", "since_explore", "strikes", "skip")
+MIN_WINDOW_STEPS = 5  # a window that runs out of time still has this many steps
+ROUNDS = 2            # windows per count in an exploration, the counts alternating
+TIE = 1.05            # counts within this factor of the fastest are ties: the fewest threads win
+STATE_KEYS = ("counts", "threads", "per_step", "window_steps", "window", "since_explore", "strikes", "skip",
+              "queue")
 
 
 def usable_cores() -> int:
@@ -53,7 +65,7 @@ def fastest(per_step: dict[int, float]) -> int:
     """The count with the least time per step; among counts within 5% of it, the fewest threads
     (they leave cores to the rest of the machine and are the least exposed to a change of load)."""
     best = min(per_step.values())
-    return min(n for n, t in per_step.items() if t <= 1.05 * best)
+    return min(n for n, t in per_step.items() if t <= TIE * best)
 
 
 @dataclass
@@ -68,17 +80,21 @@ class ThreadChoice:
     counts: list = field(default_factory=list)      # the candidates, tried in this order
     threads: int | None = None                      # the count now in use
     per_step: dict = field(default_factory=dict)    # count -> seconds per step, its last window
-    window_steps: int = 20                          # steps per window (set from the first window)
+                                                    # (while exploring: its faster one)
+    window_steps: int = 1000                        # steps per window, at most (set from the chosen
+                                                    # count's time; a window also ends after WINDOW s)
     window: list = field(default_factory=lambda: [0, 0.0])  # steps and seconds of the window so far
     since_explore: int = 0                          # windows since the others were last tried
     strikes: int = 0                                # drifted windows in a row
     skip: int = WARMUP_STEPS
+    queue: list = field(default_factory=list)       # the counts still to try in this exploration
 
     def __post_init__(self):
         if self.fixed is not None:
             self.threads = self.fixed
         elif self.threads is None:
             self.counts = self.counts or sorted(candidates(usable_cores()), reverse=True)
+            self.queue = self.counts * ROUNDS if len(self.counts) > 1 else []
             self.threads = self.counts[0]
 
     def step_done(self, seconds: float) -> int:
@@ -90,32 +106,41 @@ class ThreadChoice:
             self.skip -= 1
             return self.threads
         self.window = [self.window[0] + 1, self.window[1] + seconds]
-        if self.window[0] >= self.window_steps:
+        steps, elapsed = self.window
+        if steps >= self.window_steps or (steps >= MIN_WINDOW_STEPS and elapsed >= WINDOW):
             self._end_window()
         return self.threads
 
     def _end_window(self) -> None:
         steps, seconds = self.window
         per_step = seconds / steps
-        before = self.per_step.get(self.threads)
-        drifted = before is not None and not before / DRIFT <= per_step <= before * DRIFT
-        self.strikes = self.strikes + 1 if drifted else 0
-        if not drifted:  # a drifted window is not this count's time until a second one confirms it
-            self.per_step[self.threads] = per_step
         self.window, self.since_explore = [0, 0.0], self.since_explore + 1
-        self.window_steps = max(5, min(1000, math.ceil(WINDOW / max(per_step, 1e-6))))
-        if self.strikes >= 2 or self.since_explore >= EXPLORE_EVERY:   # the load changed, or may have
-            self.per_step = {self.threads: per_step}
-            self.since_explore = self.strikes = 0
-        untried = [n for n in self.counts if n not in self.per_step]
-        self.threads = untried[0] if untried else fastest(self.per_step)
+        if self.queue:  # exploring: this window's count is queue[0]; a count keeps its faster window
+            self.queue.pop(0)
+            self.per_step[self.threads] = min(per_step, self.per_step.get(self.threads, math.inf))
+            self.threads = self.queue[0] if self.queue else fastest(self.per_step)
+        else:  # between explorations the count stays: one slow window of it is not a reason to switch
+            before = self.per_step.get(self.threads)
+            drifted = before is not None and not before / DRIFT <= per_step <= before * DRIFT
+            self.strikes = self.strikes + 1 if drifted else 0
+            if not drifted:  # a drifted window is not this count's time until a second one confirms it
+                self.per_step[self.threads] = per_step
+            if self.strikes >= 2 or self.since_explore >= EXPLORE_EVERY:   # the load changed, or may have
+                others = [n for n in self.counts if n != self.threads]
+                self.per_step = {self.threads: per_step}
+                self.since_explore = self.strikes = 0
+                self.queue = (others + [self.threads]) * (ROUNDS - 1) + others  # ROUNDS of each
+                self.threads = self.queue[0]
+        if not self.queue:
+            self.window_steps = max(MIN_WINDOW_STEPS, min(1000, math.ceil(WINDOW / max(per_step, 1e-6))))
 
     def state(self) -> dict:
         """What a checkpoint records, so that a resumed run continues the same choice."""
         return {"counts": list(self.counts), "threads": self.threads,
                 "per_step": {str(n): t for n, t in self.per_step.items()},
                 "window_steps": self.window_steps, "window": list(self.window),
-                "since_explore": self.since_explore, "strikes": self.strikes, "skip": self.skip}
+                "since_explore": self.since_explore, "strikes": self.strikes, "skip": self.skip,
+                "queue": list(self.queue)}
 
     @classmethod
     def from_state(cls, state: dict | None, fixed: int | None) -> "ThreadChoice":
@@ -125,7 +150,8 @@ class ThreadChoice:
         return cls(counts=list(state["counts"]), threads=state["threads"],
                    per_step={int(n): t for n, t in state["per_step"].items()},
                    window_steps=state["window_steps"], window=list(state["window"]),
-                   since_explore=state["since_explore"], strikes=state["strikes"], skip=state["skip"])
+                   since_explore=state["since_explore"], strikes=state["strikes"], skip=state["skip"],
+                   queue=list(state.get("queue", [])))
 
     @staticmethod
     def check_state(state) -> dict | None:
@@ -140,7 +166,9 @@ class ThreadChoice:
         def seconds(t):
             return type(t) is float and math.isfinite(t) and t >= 0
         try:
-            ok = (isinstance(state, dict) and set(state) == set(STATE_KEYS)
+            ok = (isinstance(state, dict) and set(state) in (set(STATE_KEYS), set(STATE_KEYS) - {"queue"})
+                  and isinstance(state.get("queue", []), list) and len(state.get("queue", [])) <= 32
+                  and all(count(n) for n in state.get("queue", []))
                   and isinstance(state["counts"], list) and len(state["counts"]) <= 16
                   and all(count(n) for n in state["counts"]) and count(state["threads"])
                   and isinstance(state["per_step"], dict)

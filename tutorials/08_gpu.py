@@ -236,9 +236,12 @@ if cores > 1:
 # %% [markdown]
 # Read the table: a count that wins on a quiet machine can lose badly when a single other program
 # is busy, and only a measurement tells which. `train` measures on its own steps: it runs in windows
-# of about half a second, tries each count for one window, keeps the faster, and tries the others
-# again every 20 seconds or so, or at once when its step time jumps. `metrics.csv` records, per
-# epoch, the count most steps ran with (column `threads`). The products' last bits depend on how they
+# of about half a second, tries each count on two windows, alternating (one window each can be
+# fooled by a few slow seconds of the machine), keeps the faster, and tries the others again every
+# 20 seconds or so, or at once when its step time jumps. In the one short epoch above (300 steps,
+# a few seconds) those trial windows are a large share of the steps, and `train()`'s time includes
+# them; over a run of many epochs they are a few percent of it (benchmarks/ measures whole epochs). `metrics.csv` records, per epoch, the count most steps ran with (column
+# `threads`). The products' last bits depend on how they
 # were split, so `--threads N` fixes the count when a run must be reproduced bit for bit.
 # `python benchmarks/train_speed.py --busy 1` compares whole epochs, quiet and busy, with PyTorch.
 
