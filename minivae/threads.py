@@ -4,7 +4,7 @@ OpenBLAS's worker threads spin-wait for a core. When another program holds one o
 matrix product split over every core waits for the busy one, and while NumPy's single-threaded work
 (Adam, tanh) runs, the spinning workers compete with both. More threads are then slower, not
 faster: on 2 cores with one busy competitor, an epoch of the paper's 784-500-20 model at batch 100
-took 4.6 s on one thread and 13.0 s on two (3.3 s on two, quiet; benchmarks/README.md). Which
+took 5.3 s on one thread and 14.2 s on two (5.0 s on two, quiet; benchmarks/README.md). Which
 count is faster depends on the load at the moment, so training measures it on its own steps, which
 costs no extra work: it runs in windows of about half a second, tries each candidate count on two
 windows at the start, alternating (2, 1, 2, 1 on two cores), keeps the count whose faster window
