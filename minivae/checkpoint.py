@@ -206,6 +206,9 @@ def _read(file: Path, expect: VAEConfig | None) -> tuple[VAEConfig, dict, dict, 
     return cfg, arrays, scalars, run_meta
 
 
+LOOKS = 5  # times load_checkpoint looks again while a save moves the files (0.5 s in all)
+
+
 def load_checkpoint(path, backend: str = "numpy", dtype: str | None = None,
                     expect: VAEConfig | None = None, run_id: str | None = None):
     """Load the newest whole checkpoint of ``path`` (a run folder or its ``checkpoint`` stem), or
@@ -218,7 +221,7 @@ def load_checkpoint(path, backend: str = "numpy", dtype: str | None = None,
     qualifies.
     """
     one_file = str(path).endswith(SUFFIX)  # that file exactly; a folder or stem: the newest good one
-    for attempt in range(3):
+    for attempt in range(LOOKS):
         files = [Path(path)] if one_file else checkpoint_files(path)
         problems = {}  # file -> what is wrong with it (None: missing)
         for file in files:
@@ -238,10 +241,11 @@ def load_checkpoint(path, backend: str = "numpy", dtype: str | None = None,
                 warnings.warn("; ".join(damaged) + f"; loaded {file.name} instead", stacklevel=2)
             return _to_backend(cfg, arrays, scalars, meta, backend, dtype)
         # every file failed; if a listed one went missing, a save moved the files while they were
-        # being read: look again (a save takes milliseconds)
-        if one_file or len(files) == 1 or None not in problems.values():
+        # being read: look again (a save takes milliseconds). Also when only the newest name was
+        # listed: a directory listing made while files are renamed can miss the renamed ones.
+        if one_file or None not in problems.values():
             break
-        time.sleep(0.05)
+        time.sleep(0.05 * (attempt + 1))
     if any(problems.values()):
         raise CheckpointError("no usable checkpoint: " + "; ".join(f"{p} {why}" for p, why in problems.items()))
     stem = _stem(path)
