@@ -169,7 +169,9 @@ assert curves[4.0, 0][0][-1] < 1e-3 and curves[4.0, 0][1][-1] == 0       # beta 
 assert curves[4.0, 10][0][-1] < 1e-3 and curves[4.0, 10][1][-1] == 0     # warm-up does not save it
 assert curves[1.0, 0][0].min() < 0.1 and curves[1.0, 0][0][-1] > 3 * curves[1.0, 0][0].min()  # a dip
 assert curves[1.0, 10][0].min() > curves[1.0, 0][0].min()               # warm-up: a shallower dip
-assert curves[0.5, 0][0].min() > 0.2                                      # beta = 1/2: no dip
+kl_half, kl_one = curves[0.5, 0][0], curves[1.0, 0][0]
+assert kl_half.min() > 5 * kl_one.min()        # beta = 1/2: a dip too, but over 5x shallower
+assert kl_half[-1] > 3 * kl_half.min()         # and it recovers to over 3x its lowest
 tut.full_size_claim(curves[1.0, 0][0][-1] > 1.0 and curves[1.0, 0][1][-1] == 2,
                     "with beta = 1 the KL recovers to over 1 nat with both units active")
 
@@ -196,8 +198,9 @@ tut.save(fig, "collapse.png")
 # within a few epochs and stay off, warm-up or not, and the test $-$ELBO is that of a model that ignores
 # $z$. With $\beta = 1$ the KL dips to a few hundredths of a nat (the default run's dip), then the
 # decoder learns to use $z$ and it recovers; a 10-epoch warm-up makes the dip shallower. With
-# $\beta = \frac12$ there is no dip at all, at the price of a looser ELBO (the reported $-$ELBO
-# weighs the KL by 1, which the training no longer optimizes).
+# $\beta = \frac12$ the KL dips too, but its lowest is over five times $\beta = 1$'s, and it recovers
+# to over three times that lowest value, at the price of a looser ELBO (the reported $-$ELBO weighs
+# the KL by 1, which the training no longer optimizes).
 #
 # ## Summary
 # - $\mathrm{KL}(\mathcal N(\mu, \sigma^2)\,\|\,\mathcal N(0,1)) = \frac12(\sigma^2 + \mu^2 - 1 - \log\sigma^2)$,
