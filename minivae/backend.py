@@ -18,6 +18,7 @@ does random number generation, which is not part of the standard.
 from __future__ import annotations
 
 import math
+import re
 import time
 
 import numpy as np
@@ -75,11 +76,9 @@ CUPY_NEEDED = (13, 3)  # with NumPy 2, CuPy 13.0-13.2 raise TypeError in RandomS
 
 
 def _version_tuple(version: str) -> tuple[int, int]:
-    parts = []
-    for piece in version.split(".")[:2]:
-        digits = "".join(c for c in piece if c.isdigit()) if piece[:1].isdigit() else ""
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts + [0] * (2 - len(parts)))
+    """(major, minor) of a version string: "14.0.0rc1" -> (14, 0), "13" -> (13, 0)."""
+    m = re.match(r"(\d+)(?:\.(\d+))?", version)
+    return (int(m[1]), int(m[2] or 0)) if m else (0, 0)
 
 
 def cupy_version_problem(cupy_version: str, numpy_version: str | None = None) -> str | None:
@@ -318,19 +317,21 @@ class Generator:
             self._rng = np.random.default_rng(key)
         return self
 
+    def _out(self, a):
+        return from_numpy(a, "strict") if self.backend == "strict" else a
+
     def _draw(self, kind: str, shape, dtype: str):
         if self.backend == "cupy":
             return self._from_blocks(kind, shape, dtype)
         draw = self._rng.standard_normal if kind == "normal" else self._rng.random
-        a = draw(shape, dtype=dtype)
-        return from_numpy(a, "strict") if self.backend == "strict" else a
+        return self._out(draw(shape, dtype=dtype))
 
     def _from_blocks(self, kind: str, shape, dtype: str):
         draw = self._rng.standard_normal if kind == "normal" else self._rng.random_sample
         n = math.prod(shape)
-        pieces = [self._unserved.pop((kind, dtype), None)]
-        pieces = [p for p in pieces if p is not None]
-        have = sum(p.shape[0] for p in pieces)
+        rest = self._unserved.pop((kind, dtype), None)
+        pieces = [] if rest is None else [rest]
+        have = 0 if rest is None else rest.shape[0]
         while have < n or not pieces:  # (a draw of nothing still starts from a block)
             pieces.append(draw((CUPY_BLOCK,), dtype=dtype))
             have += CUPY_BLOCK
@@ -348,8 +349,7 @@ class Generator:
 
     def permutation(self, n: int):
         """A random permutation of ``range(n)`` as an integer array on the backend."""
-        a = self._rng.permutation(n)
-        return from_numpy(a, "strict") if self.backend == "strict" else a
+        return self._out(self._rng.permutation(n))
 
 
 def stream_versions(backend: str) -> dict:

@@ -50,12 +50,11 @@ def require(n_bytes: float, what: str, fix: str, backend: str = "numpy") -> None
     ``backend="cupy"`` the current CUDA device's."""
     if backend == "cupy":
         from .backend import cupy_device_name
-        have, where = device_free_bytes(), f"on {cupy_device_name()}"
+        have, where = device_free_bytes(), f"is free on {cupy_device_name()}"
     else:
         have, where = available_bytes(), "is available"
     if n_bytes > have:
-        free = f"{_size(have)} is free {where}" if backend == "cupy" else f"{_size(have)} {where}"
-        raise TooBig(f"{what} needs about {_size(n_bytes)} of memory and {free}; {fix}")
+        raise TooBig(f"{what} needs about {_size(n_bytes)} of memory and {_size(have)} {where}; {fix}")
 
 
 def require_on(backend: str, host_bytes: float, device_bytes: float, what: str, fix: str) -> None:
