@@ -9,9 +9,10 @@ import pytest
 
 
 def _without_posix() -> None:
-    """MINIVAE_NON_POSIX=1: the code path of a platform without ``fcntl``, ``os.pread``/``pwrite``
-    and ``os.O_NOFOLLOW`` (Windows), taken here on Linux. ``msvcrt`` is a stand-in whose
-    ``locking`` takes the real kernel lock (flock), so it meets a real holder process's lock."""
+    """MINIVAE_NON_POSIX=1: the code path of a platform without ``fcntl``, ``os.pread``/``pwrite``,
+    ``os.O_NOFOLLOW``, ``os.fork`` and ``os.killpg`` (Windows), taken here on Linux. ``msvcrt`` is a
+    stand-in whose ``locking`` takes the real kernel lock (flock), so it meets a real holder
+    process's lock. Without fork the grader starts a fresh interpreter per answer."""
     import errno
     import fcntl as real_fcntl
 
@@ -28,7 +29,7 @@ def _without_posix() -> None:
     msvcrt.LK_UNLCK, msvcrt.LK_NBLCK, msvcrt.locking = 0, 2, locking
     sys.modules["msvcrt"] = msvcrt
     sys.modules["fcntl"] = None  # `import fcntl` now raises ImportError
-    for name in ("pread", "pwrite", "O_NOFOLLOW"):
+    for name in ("pread", "pwrite", "O_NOFOLLOW", "fork", "killpg"):
         if hasattr(os, name):
             delattr(os, name)
 

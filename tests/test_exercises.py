@@ -2,6 +2,7 @@
 hint that names them, and a learner's exception, None, list, wrong shape or NaN is a reported failure,
 never a crash of the grader."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,15 @@ from minivae.exercises.derivations import reference_iwae, reference_iwae_weights
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the planted overflows are the point
 REPO_EXERCISES = Path(__file__).resolve().parents[1] / "tutorials" / "exercises"
+LIMIT = 2.0  # seconds: the time limit the hostile cases run under
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    """One warm child-maker for the module's file gradings (as `check all` uses one)."""
+    from minivae.exercises.sandbox import Sandbox
+    with Sandbox(timeout=LIMIT) as box:
+        yield box
 
 
 # --- the learner-style answers --------------------------------------------------------------------
@@ -87,8 +97,8 @@ def test_reference_implementations_pass(name):
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
-def test_untouched_stubs_fail_without_crashing(name):
-    result = check_file(name, REPO_EXERCISES)
+def test_untouched_stubs_fail_without_crashing(name, sandbox):
+    result = check_file(name, REPO_EXERCISES, sandbox)
     assert not result.passed
     assert "is None" in str(result) or "at least 3 steps" in str(result), str(result)
     assert str(REPO_EXERCISES / f"{name}.py") in str(result)  # it says which file it graded
@@ -236,12 +246,12 @@ PLANTED = {
              lambda m: m.E_q(m.log_px_given_z) + m.kl_q_prior() + m.E_q(lambda z: m.log_q(z) - m.log_post(z))),
             ("= same", lambda m: m.E_q(m.log_px_given_z) + m.kl_q_prior()
              + m.E_q(lambda z: m.log_q(z) - m.log_post(z)))]},
-         "differs from the step before by"),
+         "differs from the step before"),
         (lambda: {**_correct_chains(), "elbo": [
             ("ELBO = E_q[log p(x|z)]", lambda m: m.E_q(m.log_px_given_z)),
             ("= E_q[log p(x|z)]", lambda m: m.E_q(m.log_px_given_z)),
             ("= E_q[log p(x|z)]", lambda m: m.E_q(m.log_px_given_z))]},
-         "but the chain must start at ELBO"),
+         "the sides of '=' in this step differ"),
         # the two false passes a learner found: a chain that repeats its start (values alone agree),
         # and a step whose text keeps the slip while its function computes the right value
         (lambda: {**_correct_chains(), "elbo": [
@@ -391,7 +401,7 @@ def test_the_worked_example_finds_seed_002s_slips():
     spec.loader.exec_module(module)
     from minivae.exercises.slip import first_slip
     # E_q[p(z)] for E_q[log p(z)] (step 5), the same slip carried into log p(x) (step 2), E_q[q] (step 2)
-    assert {k: first_slip(v) for k, v in module.NOTES_DERIVATION.items()} == \
+    assert {k: first_slip(v, by_text=False) for k, v in module.NOTES_DERIVATION.items()} == \
         {"kl_expansion": 4, "log_likelihood": 1, "elbo": 1}
     assert all(first_slip(v) is None for v in _correct_chains().values())
 
@@ -475,9 +485,294 @@ def test_check_chain_at_the_end_of_a_notebook_cell_shows_its_rows():
 def test_a_float32_log_px_is_blamed_in_its_own_row_not_the_kls():
     """A learner's log p(x) in float32 agrees to ~1e-7 and used to pass, while the KL computed from it
     failed: now the float32 row itself says so."""
-    from minivae.exercises.derivations import grade_elbo_identity
     ref = REFERENCE["elbo_identity"]
-    result = grade_elbo_identity({**ref, "log_px": lambda m: np.float32(ref["log_px"](m))})
+    result = grade_functions("elbo_identity", {**ref, "log_px": lambda m: np.float32(ref["log_px"](m))})
     rows = {r.name: r for r in result.rows}
     assert not rows["log_px"].passed and "is a float32 number" in rows["log_px"].message
     assert rows["elbo"].passed and rows["kl_to_posterior"].passed
+
+
+# --- a grader a teacher can trust: hostile and odd answers, each in its own child process -----------
+
+SOLUTIONS = REPO_EXERCISES.parent / "solutions"
+
+
+
+def _solution(name):
+    return (SOLUTIONS / f"{name}.py").read_text()
+
+
+def _grade_source(tmp_path, sandbox, name, source):
+    """Grade ``source`` as the learner's ``name``.py; returns (result, report text, seconds)."""
+    import time
+    folder = tmp_path / "answers"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.py").write_text(source)
+    start = time.perf_counter()
+    result = check_file(name, folder, sandbox)
+    return result, str(result), time.perf_counter() - start
+
+
+def _linear(body: str, top: str = "") -> str:
+    """A linear.py whose function runs ``body`` before the right answer."""
+    return (f"import numpy as np\n{top}\n\ndef linear_backward(dy, cache):\n    x, W = cache\n"
+            + "".join(f"    {line}\n" for line in body.splitlines())
+            + "    return dy @ W.T, x.T @ dy, dy.sum(0)\n")
+
+
+def test_every_worked_solution_passes_in_a_child_process(sandbox):
+    for name in REGISTRY:
+        result = check_file(name, SOLUTIONS, sandbox)
+        assert result.passed, str(result)
+        assert result.source == str((SOLUTIONS / f"{name}.py").resolve())
+
+
+HOSTILE = {
+    # hangs: a time limit, and the process group killed
+    "endless loop": ("linear", _linear("while True:\n    pass"), f"timed out after {LIMIT:g} s"),
+    "sleep": ("linear", _linear("import time\ntime.sleep(3600)"), f"timed out after {LIMIT:g} s"),
+    # endings without a verdict
+    "sys.exit in the function": ("linear", _linear("import sys\nsys.exit(0)"), "ended the process (sys.exit"),
+    "os._exit in the function": ("linear", _linear("import os\nos._exit(0)"),
+                                 "ended the process before returning (os._exit(0)"),
+    "exit() at the end of the file": ("linear", _linear("") + "\nexit()\n",
+                                      "linear.py ended the process while it was imported (SystemExit"),
+    "unittest.main at import": ("linear", _linear("") + "\nimport unittest\nunittest.main(argv=['x'])\n",
+                                "linear.py ended the process while it was imported"),
+    # the grader patched from inside the answer: a wrong answer still fails
+    "rel_error patched": ("linear", "import minivae.exercises.backward as b\nb.rel_error = lambda a, n: 0.0\n"
+                          "import minivae.gradcheck as g\ng.rel_error = lambda a, n: 0.0\n"
+                          "def linear_backward(dy, cache):\n    x, W = cache\n    return 2 * dy @ W.T, x.T @ dy, dy.sum(0)\n",
+                          "a factor 2 too big"),
+    "TOLERANCE patched": ("linear", "import minivae.exercises.backward as b\nb.TOLERANCE = 1e300\n"
+                          "def linear_backward(dy, cache):\n    x, W = cache\n    return 2 * dy @ W.T, x.T @ dy, dy.sum(0)\n",
+                          "a factor 2 too big"),
+    "numerical_gradient patched": ("linear", "import numpy as np\nimport minivae.exercises.backward as b\n"
+                                   "b.numerical_gradient = lambda f, x, **k: (np.zeros_like(x), [])\n"
+                                   "def linear_backward(dy, cache):\n    x, W = cache\n"
+                                   "    return 0 * dy @ W.T, 0 * x.T @ dy, 0 * dy.sum(0)\n", "is 0 everywhere"),
+    "numpy.max patched": ("linear", "import numpy as np\nnp.max = lambda *a, **k: 0.0\n"
+                          "def linear_backward(dy, cache):\n    x, W = cache\n    return -dy @ W.T, x.T @ dy, dy.sum(0)\n",
+                          "the wrong sign everywhere"),
+    "GradeResult.passed patched": ("linear", "from minivae.exercises.result import GradeResult\n"
+                                   "GradeResult.passed = property(lambda self: True)\n"
+                                   "def linear_backward(dy, cache):\n    return None, None, None\n", "is None"),
+    # what an answer returns that is not an answer
+    "complex gradients": ("tanh", "def tanh_backward(dh, h):\n    return dh * (1 - h * h) + 1e-3j\n",
+                          "returned complex values"),
+    "an object array": ("kl_general", "import numpy as np\nfrom minivae.exercises.derivations import reference_kl\n"
+                        "def kl_diag_gaussians(a, b, c, d):\n    return reference_kl(a, b, c, d).astype(object)\n",
+                        "returned an object array"),
+    "an object with a .shape": ("tanh", "class A:\n    shape = (5, 6)\n\ndef tanh_backward(dh, h):\n    return A()\n",
+                                "is a A, not an array"),
+    "BaseException": ("tanh", "def tanh_backward(dh, h):\n    raise BaseException('no')\n", "raised BaseException: no"),
+    "KeyboardInterrupt": ("tanh", "def tanh_backward(dh, h):\n    raise KeyboardInterrupt\n", "raised KeyboardInterrupt"),
+    "GeneratorExit": ("tanh", "def tanh_backward(dh, h):\n    raise GeneratorExit\n", "raised GeneratorExit"),
+    "an exception whose __str__ raises": (
+        "tanh", "class E(Exception):\n    def __str__(self):\n        raise ValueError\n\n"
+                "def tanh_backward(dh, h):\n    raise E()\n", "its message could not be shown"),
+    "an exception whose __str__ recurses": (
+        "tanh", "class E(Exception):\n    def __str__(self):\n        return str(self)\n\n"
+                "def tanh_backward(dh, h):\n    raise E()\n", "its message could not be shown"),
+    "iwae for B = 5 only": ("iwae", _solution("iwae").replace("    m = np.max(", "    assert log_w.shape[1] == 5\n    m = np.max("),
+                            "raised AssertionError"),
+    "iwae that asserts K > 1": ("iwae", _solution("iwae").replace("    m = np.max(", "    assert log_w.shape[0] > 1\n    m = np.max("),
+                                "raised AssertionError"),
+    "50 GB": ("linear", _linear("big = np.ones(50 * 2**30 // 8)"), "ran out of memory"),
+    "model.log_px() in elbo_identity": (
+        "elbo_identity", _solution("elbo_identity").replace(
+            "    a = model.log_px_given_z(model.z) + model.log_prior(model.z)\n    top = np.max(a)\n"
+            "    value = float(top + np.log(model.integral(np.exp(a - top))))\n", "    value = model.log_px()\n"),
+        "the answer calls model.log_px(), which hold the answers"),
+    "the old fixed model's numbers typed in": (
+        "elbo_identity", "def log_px(m):\n    return -1.7281942524\n\ndef elbo(m):\n    return -2.0154044929\n\n"
+                         "def kl_to_posterior(m):\n    return 0.2872102405\n", "log_px is too"),
+    "the reparameterized estimator": (
+        "score_function", "import numpy as np\n\ndef score_function_gradient(f_z, z, mu, logvar):\n"
+                          "    std = np.exp(0.5 * logvar)\n    return np.cos(z), np.cos(z) * 0.5 * std * (z - mu) / std\n",
+        "the reparameterized (pathwise) estimator"),
+    "steps that say banana": (
+        "find_the_slip", "def my_chains():\n    chains = {}\n    for key, start in [('kl_expansion', 'KL(q || p(z|x))'), "
+                         "('log_likelihood', 'log p(x)'), ('elbo', 'ELBO')]:\n"
+                         "        chains[key] = [(start, None), ('= banana', None), ('= 42 apples', None)]\n"
+                         "    return chains\n", "unknown word 'banana'"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_hostile_or_odd_answer_gets_its_own_verdict(case, tmp_path, sandbox):
+    name, source, expected = HOSTILE[case]
+    result, text, seconds = _grade_source(tmp_path, sandbox, name, source)
+    assert not result.passed, text
+    assert expected in text, text
+    assert "Traceback" not in text
+    assert seconds < LIMIT + 5, seconds
+
+
+CORRECT_ODDLY = {
+    "a thread left running": ("linear", _linear("import threading, time\nthreading.Thread(target=time.sleep, "
+                                                "args=(3600,)).start()")),
+    "a closed stdout": ("linear", _linear("", top="import sys\nprint('hello')\nsys.stdout.close()")),
+    "os.chdir at import": ("linear", _linear("", top="import os, tempfile\nos.chdir(tempfile.gettempdir())")),
+    "argparse at import": ("linear", _linear("", top="import argparse\np = argparse.ArgumentParser()\n"
+                                                     "p.add_argument('--lr', default=0.1)\nargs = p.parse_args()")),
+    "10 MB of printing": ("linear", _linear("print('x' * 10_000_000)")),
+    "np.seterr(all='raise') softplus": ("softplus", "import numpy as np\nnp.seterr(all='raise')\n" + _solution("softplus")),
+    "np.seterr(all='raise') bernoulli": ("bernoulli", "import numpy as np\nnp.seterr(all='raise')\n" + _solution("bernoulli")),
+    "np.seterr(all='raise') iwae_gradient": ("iwae_gradient", "import numpy as np\nnp.seterr(all='raise')\n"
+                                             + _solution("iwae_gradient")),
+    "np.seterr(all='raise') elbo_identity": ("elbo_identity", "import numpy as np\nnp.seterr(all='raise')\n"
+                                             + _solution("elbo_identity")),
+    "sigmoid written with tanh": ("softplus", "import numpy as np\n\ndef softplus_backward(dh, a):\n"
+                                        "    return dh * 0.5 * (1 + np.tanh(0.5 * a))\n"),
+    "another operation order": ("linear", "def linear_backward(dy, cache):\n    x, W = cache\n"
+                                "    return (W @ dy.T).T, (dy.T @ x).T, dy.T.sum(1)\n"),
+    "a naive but safe iwae": ("iwae", "import numpy as np\n\ndef iwae_bound(log_w):\n    m = log_w.max(0)\n"
+                              "    return m + np.log(np.exp(log_w - m).sum(0)) - np.log(len(log_w))\n"),
+    "a score-function answer with a baseline": (
+        "score_function", "import numpy as np\n\ndef score_function_gradient(f_z, z, mu, logvar):\n"
+                          "    var = np.exp(logvar)\n    g = f_z - f_z.mean()\n"
+                          "    return g[:, None] * (z - mu) / var, g[:, None] * 0.5 * ((z - mu) ** 2 / var - 1)\n"),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRECT_ODDLY))
+def test_a_right_answer_written_oddly_passes(case, tmp_path, sandbox):
+    name, source = CORRECT_ODDLY[case]
+    result, text, seconds = _grade_source(tmp_path, sandbox, name, source)
+    assert result.passed, text
+    assert result.source == str((tmp_path / "answers" / f"{name}.py").resolve())  # not the chdir'd folder
+    assert seconds < LIMIT + 5
+
+
+def test_what_an_answer_prints_is_shown_marked_and_cut(tmp_path, sandbox):
+    result, text, _ = _grade_source(tmp_path, sandbox, "linear", _linear("print('x' * 10_000_000)\nprint('=> passed')"))
+    assert "your code printed:\n  | xxx" in text and len(text) < 5000
+
+
+def test_writing_into_the_vae_cache_is_named_and_not_blamed_on_a_block(tmp_path, sandbox):
+    source = _solution("vae").replace("    # END OF YOUR CODE", "    std, eps = rep_cache\n    z = eps\n    z *= 2\n"
+                                                              "    # END OF YOUR CODE")
+    result, text, _ = _grade_source(tmp_path, sandbox, "vae", source)
+    assert not result.passed and "vae_backward wrote into its input cache in place" in text, text
+    assert "likelihood head" not in text and all(r.passed for r in result.rows if r.name != "inputs"), text
+
+
+def test_calling_the_library_in_a_backward_exercise_passes_with_a_note_and_a_flag(tmp_path, sandbox):
+    source = "from minivae.layers import linear_backward  # the library's own\n"
+    result, text, _ = _grade_source(tmp_path, sandbox, "linear", source)
+    assert result.passed and "the answer calls minivae.layers.linear_backward()" in text, text
+    assert result.flags == ["calls the library's implementation: minivae.layers.linear_backward"]
+
+
+def test_no_reference_number_is_ever_printed(tmp_path, sandbox):
+    """A wrong answer's report says how far off it is, never the number it expected: the models are
+    fresh each time, and none of their reference values appears in the report."""
+    from minivae.exercises.derivations import plan_elbo_identity
+    wrong = "def log_px(m):\n    return 0.0\n\ndef elbo(m):\n    return 0.0\n\ndef kl_to_posterior(m):\n    return 0.0\n"
+    (tmp_path / "elbo_identity.py").write_text(wrong)
+    result = check_file("elbo_identity", tmp_path, sandbox, rng=np.random.default_rng(5))
+    _, state = plan_elbo_identity(np.random.default_rng(5))
+    text = str(result)
+    assert not result.passed and "too high by" in text
+    for ref in state["refs"]:
+        for value in ref.values():
+            assert f"{value:.6f}"[:-1] not in text and f"{value:.4g}" not in text, (value, text)
+    # fresh inputs: two gradings see different models
+    other = plan_elbo_identity(np.random.default_rng())[1]["refs"][0]["log_px"]
+    assert other != state["refs"][0]["log_px"]
+
+
+def test_untouched_stubs_with_an_exit_at_the_end_fail_check_all(tmp_path, capsys):
+    folder = tmp_path / "ex"
+    shutil.copytree(REPO_EXERCISES, folder)
+    (folder / "tanh.py").write_text((folder / "tanh.py").read_text() + "\nexit()\n")
+    assert main(["check", "all", "--dir", str(folder)]) == 1
+    out = capsys.readouterr().out
+    assert f"0 of {len(REGISTRY)} exercise(s) passed" in out and "tanh.py ended the process while it was imported" in out
+
+
+def test_check_all_prints_each_result_as_it_is_graded(tmp_path):
+    """One endless loop costs its own exercise and its time limit: the results before it are already
+    on the screen, and the ones after it come too."""
+    import subprocess
+    import sys
+    import time
+    folder = tmp_path / "ex"
+    shutil.copytree(SOLUTIONS, folder)
+    (folder / "tanh.py").write_text("def tanh_backward(dh, h):\n    while True:\n        pass\n")
+    proc = subprocess.Popen([sys.executable, "-m", "minivae.exercises", "check", "all", "--dir", str(folder),
+                             "--timeout", "4"], stdout=subprocess.PIPE, text=True)
+    seen_linear = None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("exercise linear") and seen_linear is None:
+            seen_linear = time.perf_counter()
+    proc.wait()
+    out = "".join(lines)
+    assert proc.returncode == 1 and f"{len(REGISTRY) - 1} of {len(REGISTRY)} exercise(s) passed" in out, out
+    # linear's result was on the screen while tanh's loop still had its 4 seconds to run
+    assert seen_linear is not None and time.perf_counter() - seen_linear > 3.5
+    assert "timed out after 4 s" in out and out.index("exercise linear") < out.index("exercise tanh")
+
+
+def test_a_notebook_check_survives_base_exceptions_a_stuck_answer_and_seterr(capsys):
+    def interrupted(dh, h):
+        raise KeyboardInterrupt
+
+    def stuck(dh, h):
+        while True:
+            pass
+    assert "raised KeyboardInterrupt" in str(check("tanh", interrupted))
+    assert "raised BaseException" in str(check("tanh", lambda dh, h: (_ for _ in ()).throw(BaseException("x"))))
+    result = check("tanh", stuck, timeout=1)
+    assert not result.passed and "timed out after 1 s" in str(result)
+    old = np.seterr(all="raise")
+    try:
+        for name in ("softplus", "bernoulli", "iwae_gradient", "linear"):
+            assert check(name, *REFERENCE[name].values()).passed, name
+    finally:
+        np.seterr(**old)
+    out = capsys.readouterr().out
+    assert out.count("=> passed") == 4 and "Traceback" not in out
+
+
+def test_the_spawn_path_of_a_platform_without_fork_gives_the_same_verdicts(tmp_path):
+    """Windows has no fork: each answer runs in a fresh interpreter. The same verdicts, there too."""
+    from minivae.exercises.sandbox import Sandbox
+    with Sandbox(timeout=LIMIT, fork=False) as box:
+        for case in ("endless loop", "sys.exit in the function", "GradeResult.passed patched"):
+            name, source, expected = HOSTILE[case]
+            result, text, seconds = _grade_source(tmp_path, box, name, source)
+            assert not result.passed and expected in text and seconds < LIMIT + 5, text
+        assert check_file("vae", SOLUTIONS, box).passed
+
+
+def test_the_grader_reads_the_text_of_a_step_not_its_function():
+    from minivae.exercises.expr import StepError, values
+    from minivae.exercises.model import SmallModel
+    m = SmallModel()
+    kl_post = REFERENCE["elbo_identity"]["kl_to_posterior"](m)
+    assert values("KL(q(z|x) || p(z|x))", m)[0] == pytest.approx(kl_post, rel=1e-12)
+    assert values("= -int log p(z|x) q(z|x) dz + int log q(z|x) q(z|x) dz", m)[0] == pytest.approx(kl_post, rel=1e-9)
+    assert values("log p(x) - ELBO", m)[0] == pytest.approx(kl_post, rel=1e-9)
+    assert values("E_{q(z|x)}[log(p(x, z) / q(z|x))]", m)[0] == pytest.approx(m.log_px() - kl_post, rel=1e-9)
+    for text, words in [("= banana", "unknown word 'banana'"), ("log p(x|z)", "depends on z outside"),
+                        ("E_q[log p(x,z) / q(z|x)]", "can be read as log(A / B)"),
+                        ("E_q[log q(x|z)]", "arguments swapped"), ("KL(q || p(x))", "density over z"),
+                        ("E_q[log p(x|z)", "ends too early")]:
+        with pytest.raises(StepError, match=re.escape(words)):
+            values(text, m)
+
+
+@pytest.mark.parametrize("name, source, written", [
+    ("iwae", "import numpy as np\n\ndef iwae_bound(log_w):\n    m = log_w.max(0)\n    log_w -= m\n"
+             "    return m + np.log(np.mean(np.exp(log_w), axis=0))\n", "log_w"),
+    ("kl_general", "import numpy as np\n\ndef kl_diag_gaussians(mq, lq, mp, lp):\n    lq *= 1.0\n    mq -= mp\n"
+                   "    return 0.5 * np.sum(lp - lq + (np.exp(lq) + mq ** 2) / np.exp(lp) - 1, -1)\n", "mu_q"),
+])
+def test_a_write_into_an_input_is_named_in_every_exercise(name, source, written, tmp_path, sandbox):
+    result, text, _ = _grade_source(tmp_path, sandbox, name, source)
+    assert not result.passed and f"wrote into its input {written} in place" in text, text
+    assert all(r.passed for r in result.rows if r.name != "inputs"), text  # the values were right

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -24,6 +24,7 @@ class GradeResult:
     source: str = ""    # the file that was graded, when one was
     notes: str = ""     # what the grader measured beside the verdict
     printed: bool = False  # check() printed the report already
+    flags: list = field(default_factory=list)  # for a teacher: e.g. the library implementations it called
 
     @property
     def passed(self) -> bool:

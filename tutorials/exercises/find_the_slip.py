@@ -1,21 +1,24 @@
 """Exercise: find the slips in a derivation by checking every step with numbers.
 
-A derivation is a chain of expressions that should all be equal. Write each step as a function of a
-small model on which every term can be computed exactly, and the checker evaluates them all and
-reports the first step whose value differs from the step before it: that is where the slip is.
+A derivation is a chain of expressions that should all be equal. The checker reads each step's text,
+computes its value on a small model on which every term is exact, and reports the first step whose
+value differs from the step before it: that is where the slip is. The value comes from the text, so
+a step cannot say one thing and compute another.
 
-The model `m` (minivae.exercises.derivations.SmallModel) has a 1-D latent, so every expectation is a
-quadrature: m.E_q(f) = E_{q(z|x)}[f(z)] for f a function of the grid z. Its terms:
+The model (minivae.exercises.model.SmallModel) has a 1-D latent, so every expectation is a
+quadrature. A step's text may use these words (brackets [ ] or ( ) alike):
 
-    m.log_px_given_z(z)  m.px_given_z(z)    log p(x|z) and p(x|z)
-    m.log_prior(z)       m.prior(z)         log p(z) and p(z), p(z) = N(0, 1)
-    m.log_q(z)           m.q(z)             log q(z|x) and q(z|x)
-    m.log_post(z)                           log p(z|x), by Bayes' rule
-    m.log_px()                              log p(x), exact
-    m.kl_q_prior()                          KL(q(z|x) || p(z)), closed form
+    p(x|z)   p(z)   p(x, z)   p(z|x)   p(x)   q(z|x) (or q)     the densities; p_prior(z) = p(z)
+    log p(z)   log(p(x|z) p(z))   exp(...)   + - * /   numbers   log takes the next term or bracket
+    E_q[...]   E_{q(z|x)}[...]   int ... dz                    an expectation under q, an integral
+    KL(q || p(z))   D_KL(q(z|x) || p(z|x))   ELBO               KL of densities over z
+
+so "= -int log p(z|x) q(z|x) dz" reads as the integral of log p(z|x) times q(z|x). "log p(x, z) / q"
+can be read two ways, and the checker asks you to write log(p(x, z) / q) or log p(x, z) - log q.
 
 NOTES_DERIVATION below is a derivation of the ELBO from lecture notes that learners asked about,
-transcribed step by step exactly as written there, slips included. Run
+transcribed step by step exactly as written there, slips included; beside each text is what the
+notes meant it to compute. Run
 
     python -m minivae.exercises check find_the_slip
 
@@ -24,7 +27,7 @@ my_chains(): each must start where the notes' does and hold at every step (at le
 You can check any chain of your own the same way, e.g. in a notebook:
 
     from minivae.exercises import check_chain
-    check_chain([("log p(x)", lambda m: m.log_px()), ("= ...", lambda m: ...)])
+    check_chain(["log p(x)", "= E_q[log p(x|z)] - KL(q || p(z)) + KL(q || p(z|x))"])
 
 Two of the notes' slips cannot be computed and so are not in the chains: in its third chain it writes
 log q_phi(x|z), the arguments of q swapped (q is a distribution over z given x), and its gradient line
@@ -73,8 +76,8 @@ NOTES_DERIVATION = {
 def my_chains():
     """Your corrected derivation: the same three chains, every step equal to the one before.
 
-    Returns {"kl_expansion": [...], "log_likelihood": [...], "elbo": [...]}, each a list of
-    (text, function of m) pairs starting at KL(q(z|x) || p(z|x)), log p(x) and the ELBO.
+    Returns {"kl_expansion": [...], "log_likelihood": [...], "elbo": [...]}, each a list of step
+    texts (strings) starting at KL(q(z|x) || p(z|x)), log p(x) and the ELBO.
     """
     # START OF YOUR CODE
     chains = {}

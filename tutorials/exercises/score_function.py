@@ -11,9 +11,11 @@ Write the per-sample estimates f(z_n) * d log q(z_n) / d mu and f(z_n) * d log q
     f_z: (N,) the values f(z_n)      z: (N, Z) draws from q      mu, logvar: (Z,)
     returns (dmu, dlogvar), each (N, Z): one estimate per draw (the grader averages them)
 
-The grader draws 200,000 samples with a fixed seed, checks that your estimates are unbiased (their
-mean within 4 standard errors of the exact gradient), and prints how much larger their variance is
-than the reparameterized estimator's.
+The grader draws 100,000 fresh samples for each of two functions f it does not tell you: a smooth
+one, and a step function, whose derivative is 0 wherever it exists (there the reparameterized
+estimator, which differentiates f, sees nothing). It checks that your estimates are unbiased (their
+mean within 5 standard errors of the exact gradient; the textbook's per-sample estimate is accepted
+exactly) and prints how much larger their variance is than the reparameterized estimator's.
 
 Check your answer:  python -m minivae.exercises check score_function
 """

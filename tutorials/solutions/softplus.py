@@ -1,0 +1,20 @@
+"""Worked solution: the backward pass of softplus.
+
+Forward (minivae.layers.softplus_forward):   h = log(1 + exp(a)),   cache = a     (any shape)
+You may use minivae.layers.sigmoid, which is stable for any a.
+
+Check your answer:  python -m minivae.exercises check softplus
+"""
+
+from minivae.layers import sigmoid  # noqa: F401  (you may need it)
+
+
+def softplus_backward(dh, cache):
+    """dh: the gradient of the loss with respect to h (shape of a). Returns da (shape of a)."""
+    a = cache
+    # START OF YOUR CODE
+    # d/da log(1 + exp(a)) = exp(a) / (1 + exp(a)) = sigmoid(a); minivae's sigmoid never
+    # exponentiates a large positive number, so a = +-800 gives 0 and 1, not inf / inf
+    da = dh * sigmoid(a)
+    # END OF YOUR CODE
+    return da

@@ -1,0 +1,16 @@
+"""Worked solution: the backward pass of tanh.
+
+Forward (minivae.layers.tanh_forward):   h = tanh(a),   cache = h     (any shape)
+
+Check your answer:  python -m minivae.exercises check tanh
+"""
+
+
+def tanh_backward(dh, cache):
+    """dh: the gradient of the loss with respect to h (shape of a). Returns da (shape of a)."""
+    h = cache
+    # START OF YOUR CODE
+    # d tanh(a) / da = 1 - tanh(a)^2, written with the cached h = tanh(a)
+    da = dh * (1.0 - h * h)   # the chain rule: upstream gradient times the local derivative
+    # END OF YOUR CODE
+    return da
