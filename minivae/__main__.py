@@ -337,10 +337,11 @@ def cmd_sample(args) -> int:
 
 def cmd_tutorials(args) -> int:
     from .tutorial import copy_tutorials
-    written = copy_tutorials(args.dir, force=args.force)
+    written = copy_tutorials(args.dir, force=args.force, solutions=args.solutions)
     target = Path(args.dir)
     print(f"copied {len(written)} files into {target.resolve()}: the 8 tutorials (.ipynb and .py), "
-          f"NOTATION.md and the exercises")
+          f"NOTATION.md and the exercises" + (", and the worked solutions in solutions/ (for the "
+                                              "teacher: keep them out of the class's copy)" if args.solutions else ""))
     print(f"start with:\n  cd {target}\n  jupyter lab 01_model_and_elbo.ipynb     "
           f"(or: python 01_model_and_elbo.py)\nexercises:\n  python -m minivae.exercises check all   "
           f"(inside {target})")
@@ -470,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "file unless --force.")
     tu.add_argument("dir", help="the folder to copy into (made if missing)")
     tu.add_argument("--force", action="store_true", help="overwrite files that are already there")
+    tu.add_argument("--solutions", action="store_true",
+                    help="also copy the worked solutions, into DIR/solutions (a teacher's copy)")
     tu.set_defaults(func=cmd_tutorials)
 
     d = sub.add_parser("doctor", help="versions, BLAS, whether a GPU can be used; with one, check it",

@@ -26,7 +26,6 @@ import re
 import socket
 import struct
 import sys
-import tempfile
 import threading
 import urllib.error
 import urllib.request
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import NotARegularFile, replace, require_regular
+from .files import NotARegularFile, new_file, replace, require_regular
 
 
 class DataError(ValueError):
@@ -322,7 +321,7 @@ def download(url: str, dest, sha256: str, progress: bool = True, timeout: float 
             if total is not None and (total < 0 or (max_bytes and total > max_bytes)):
                 raise DataError(f"{url}: the server announces {total:,} bytes; no file of this data set "
                                 f"has more than {max_bytes:,}: not the expected file")
-            fd, part = tempfile.mkstemp(dir=dest.parent, prefix=f"{dest.name}.{os.getpid()}.", suffix=".part")
+            fd, part = new_file(dest.parent, f"{dest.name}.{os.getpid()}.", ".part")
             h, n = hashlib.sha256(), 0
             with os.fdopen(fd, "wb") as out, _progress_bar(total, dest.name, progress) as bar:
                 while chunk := response.read1(1 << 16):

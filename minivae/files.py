@@ -3,7 +3,8 @@
 Every file minivae writes (checkpoints, run.json, metrics.csv, figures, evaluation.json, copied
 tutorials) is written under a fresh temporary name in the target folder, created exclusively
 (O_EXCL: a file or link already there is never opened), flushed to disk, and then renamed over the
-target in one step. A reader sees the old file or the new one; a process killed midway leaves at
+target in one step, with the permissions the umask gives (0644 under umask 022). A reader sees the old
+file or the new one; a process killed midway leaves at
 most a temporary, named ``.minivae-<pid>-*.tmp`` so that a later run can tell a dead writer's
 leftovers from a live writer's file.
 
@@ -57,11 +58,36 @@ def named_error(e: OSError, path) -> OSError:
         return OSError(e.errno, f"cannot write {path}: {e.strerror or e}")
 
 
+def umask() -> int:
+    """This process's umask, read without changing it where the system says it (Linux), else set
+    and restored at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file(folder, prefix: str, suffix: str):
+    """``tempfile.mkstemp`` with the permissions the umask gives a new file (0644 under umask 022),
+    not mkstemp's private 0600: a teacher's copy in a shared course folder is readable by the class.
+    Returns ``(fd, name)``."""
+    fd, name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix)
+    if hasattr(os, "fchmod"):  # Windows keeps its own permissions
+        os.fchmod(fd, 0o666 & ~umask())
+    return fd, name
+
+
 def write_new_file(folder: Path, data: bytes, prefix: str | None = None) -> Path:
-    """Write ``data`` to a new uniquely named file in ``folder``, flushed to disk. Returns its path;
-    the file is removed if writing fails (a full disk, say)."""
+    """Write ``data`` to a new uniquely named file in ``folder``, flushed to disk, with the umask's
+    permissions. Returns its path; the file is removed if writing fails (a full disk, say)."""
     prefix = prefix or f"{_TEMP_PREFIX}{os.getpid()}-"
-    fd, name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=_TEMP_SUFFIX)
+    fd, name = new_file(folder, prefix, _TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -121,13 +121,15 @@ def tutorials_source() -> Path:
     return package / "tutorials_data"  # where pyproject.toml's package-dir puts them in a wheel
 
 
-def tutorial_files(source: Path) -> list[Path]:
-    """What a learner gets, relative to ``source``: notebooks, sources, notation, exercises."""
+def tutorial_files(source: Path, solutions: bool = False) -> list[Path]:
+    """What a learner gets, relative to ``source``: notebooks, sources, notation, exercises; with
+    ``solutions`` (a teacher's copy) also the worked solutions, in ``solutions/`` beside them."""
     names = sorted(p.name for p in source.glob("[0-9][0-9]_*.ipynb"))
     names += sorted(p.name for p in source.glob("[0-9][0-9]_*.py"))
     names += [n for n in ("NOTATION.md", "README.md") if (source / n).is_file()]
-    names += sorted(f"exercises/{p.name}" for p in (source / "exercises").iterdir()
-                    if p.suffix in (".py", ".md") and not p.name.startswith(("_", ".")))
+    for folder in ("exercises", "solutions") if solutions else ("exercises",):
+        names += sorted(f"{folder}/{p.name}" for p in (source / folder).iterdir()
+                        if p.suffix in (".py", ".md") and not p.name.startswith(("_", ".")))
     return [Path(n) for n in names]
 
 
@@ -136,13 +138,14 @@ def _parents_inside(target: Path, f: Path) -> list[Path]:
     return [p for p in Path(f).parents if p != Path(".")]
 
 
-def copy_tutorials(target, force: bool = False) -> list[Path]:
-    """Copy the tutorials and exercises into ``target``; refuses to overwrite unless ``force``.
+def copy_tutorials(target, force: bool = False, solutions: bool = False) -> list[Path]:
+    """Copy the tutorials and exercises (and, with ``solutions``, the worked solutions) into
+    ``target``; refuses to overwrite unless ``force``.
 
     Raises ValueError naming the files that are already there (nothing is written then)."""
     from .files import write_atomic
     source, target = tutorials_source(), Path(target)
-    files = tutorial_files(source)
+    files = tutorial_files(source, solutions)
     if not any(f.suffix == ".ipynb" for f in files):
         raise ValueError(f"no notebooks in {source}: the installation is incomplete")
     if target.exists() and not target.is_dir():

@@ -117,6 +117,9 @@ def test_download_verifies_and_caches(tiny_source, tmp_path):
     ds = data.load_idx_dataset("tiny", progress=False)
     cached = tmp_path / "cache" / "minivae" / "tiny"
     assert sorted(p.name for p in cached.iterdir()) == sorted(f for f, _ in source.files.values())
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert {p.stat().st_mode & 0o777 for p in cached.iterdir()} == {0o666 & ~mask}  # not mkstemp's 0600
     np.testing.assert_allclose(ds.x_train, arrays["train_images"].reshape(6, -1) / 255.0, rtol=1e-6)
     np.testing.assert_array_equal(ds.y_test, arrays["test_labels"])
     assert ds.x_train.dtype == np.float32 and ds.x_dim == 784

@@ -776,3 +776,17 @@ def test_a_write_into_an_input_is_named_in_every_exercise(name, source, written,
     result, text, _ = _grade_source(tmp_path, sandbox, name, source)
     assert not result.passed and f"wrote into its input {written} in place" in text, text
     assert all(r.passed for r in result.rows if r.name != "inputs"), text  # the values were right
+
+
+def test_solutions_are_copied_only_for_the_teacher_and_each_one_passes_there(tmp_path, capsys, sandbox):
+    from minivae.__main__ import main as cli
+    assert cli(["tutorials", str(tmp_path / "class")]) == 0
+    assert not (tmp_path / "class" / "solutions").exists()
+    assert cli(["tutorials", str(tmp_path / "teacher"), "--solutions"]) == 0
+    assert "the worked solutions in solutions/" in capsys.readouterr().out
+    copied = tmp_path / "teacher" / "solutions"
+    assert sorted(p.stem for p in copied.glob("*.py")) == sorted(REGISTRY)
+    assert all(check_file(name, copied, sandbox).passed for name in REGISTRY)
+    for name in REGISTRY:  # a teacher's solution comments its steps, and has no stub left
+        body = (copied / f"{name}.py").read_text().split("# START OF YOUR CODE")[1].split("# END OF YOUR CODE")[0]
+        assert body.count("#") >= 1 and "= None" not in body, name

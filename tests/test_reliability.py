@@ -465,3 +465,25 @@ def test_every_numeric_flag_at_its_extremes_gives_a_result_or_one_line(run, tmp_
             lines = [line for line in captured.err.splitlines() if line.startswith(("error:", "usage:"))
                      or ": error:" in line]
             assert lines, (args, captured.err[-500:])
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_every_file_minivae_writes_has_the_umasks_permissions(tmp_path, mask, mode, capsys):
+    """A teacher's copies in a shared course folder are readable by the class (0644 under umask
+    022), still written through a fresh temporary and a rename; a private umask keeps them private."""
+    from minivae.__main__ import main as cli
+    from minivae.files import write_atomic
+    from minivae.tutorial import copy_tutorials
+    old = os.umask(mask)
+    try:
+        copy_tutorials(tmp_path / "class")
+        assert cli(["train", "--epochs", "1", "--out", str(tmp_path / "run"), "--hidden", "8",
+                    "--batch-size", "256", "--no-progress"]) == 0
+        write_atomic(tmp_path / "one.txt", b"x")
+    finally:
+        os.umask(old)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) > 40 and any(p.suffix == ".png" for p in written)
+    wrong = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in written
+             if p.stat().st_mode & 0o777 != mode and p.name != ".lock"}
+    assert not wrong, wrong
