@@ -82,7 +82,7 @@ def _array_row(name, got, want, slips: dict, shape_hint: str) -> GradeRow:
                     "error")
 
 
-def _first_problem(replies, file, label=""):
+def _first_problem(replies, file):
     for reply in replies:
         problem = reply_problem(reply, file)
         if problem:

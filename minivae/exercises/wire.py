@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..files import write_atomic
 
 MAX_ARRAY_BYTES = 64 << 20   # far above any answer here (the largest is 3.2 MB)
 MAX_ITEMS = 10_000           # items of one list, tuple or dict
@@ -135,10 +136,7 @@ def write(value, folder: Path, name: str) -> None:
         if t is ConfigSpec:
             return {"t": "config", "v": v.fields}
         raise TypeError(f"not plain data: {t.__name__}")
-    data = json.dumps(tree(value)).encode()
-    tmp = folder / f".{name}.json.tmp"
-    tmp.write_bytes(data)
-    os.replace(tmp, folder / f"{name}.json")
+    write_atomic(folder / f"{name}.json", json.dumps(tree(value)).encode())
 
 
 def read(folder: Path, name: str):
