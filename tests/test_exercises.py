@@ -701,15 +701,14 @@ def test_check_all_prints_each_result_as_it_is_graded(tmp_path):
     folder = tmp_path / "ex"
     shutil.copytree(SOLUTIONS, folder)
     (folder / "tanh.py").write_text("def tanh_backward(dh, h):\n    while True:\n        pass\n")
-    proc = subprocess.Popen([sys.executable, "-m", "minivae.exercises", "check", "all", "--dir", str(folder),
-                             "--timeout", "4"], stdout=subprocess.PIPE, text=True)
     seen_linear = None
     lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("exercise linear") and seen_linear is None:
-            seen_linear = time.perf_counter()
-    proc.wait()
+    with subprocess.Popen([sys.executable, "-m", "minivae.exercises", "check", "all", "--dir", str(folder),
+                           "--timeout", "4"], stdout=subprocess.PIPE, text=True) as proc:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("exercise linear") and seen_linear is None:
+                seen_linear = time.perf_counter()
     out = "".join(lines)
     assert proc.returncode == 1 and f"{len(REGISTRY) - 1} of {len(REGISTRY)} exercise(s) passed" in out, out
     # linear's result was on the screen while tanh's loop still had its 4 seconds to run
