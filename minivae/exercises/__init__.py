@@ -8,6 +8,11 @@ From a shell, in the folder ``python -m minivae tutorials DIR`` made (or with ``
     python -m minivae.exercises hint linear         # the next hint, one level at a time
     python -m minivae.exercises solution linear     # where the library implements it
 
+For a teacher (see the book's "Teaching with minivae")::
+
+    python -m minivae.exercises grade SUBMISSIONS --out RESULTS   # a class, into Gradescope's results.json
+    python -m minivae.exercises autograder autograder.zip        # Gradescope's autograder zip
+
 From a notebook, on a function you just wrote::
 
     from minivae.exercises import check
@@ -310,39 +315,83 @@ def _positive(kind):
     return parse
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m minivae.exercises", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def limits(p):
+        p.add_argument("--timeout", type=_positive(float), default=DEFAULT_TIMEOUT,
+                       help=f"seconds one exercise's answer may run (default {DEFAULT_TIMEOUT:g})")
+        p.add_argument("--memory", type=_positive(int), default=DEFAULT_MEMORY_MB,
+                       help=f"MB of memory an answer may use (default {DEFAULT_MEMORY_MB}; POSIX only)")
+
+    def points(p):
+        p.add_argument("--points", default=None, metavar="FILE",
+                       help='JSON object of the assignment\'s exercises and their points, e.g. {"linear": 2, '
+                            '"vae": 5} (default: all exercises, 1 point each)')
     c = sub.add_parser("check", help="grade one exercise, or all")
     c.add_argument("name", choices=[*REGISTRY, "all"])
     c.add_argument("--dir", default=None, help="folder of your exercise files")
-    c.add_argument("--timeout", type=_positive(float), default=DEFAULT_TIMEOUT,
-                   help=f"seconds one exercise's answer may run (default {DEFAULT_TIMEOUT:g})")
-    c.add_argument("--memory", type=_positive(int), default=DEFAULT_MEMORY_MB,
-                   help=f"MB of memory an answer may use (default {DEFAULT_MEMORY_MB}; POSIX only)")
+    limits(c)
+    g = sub.add_parser("grade", help="grade a class: one folder per student (or a zip of them) into "
+                                     "Gradescope results.json files and grades.csv")
+    g.add_argument("submissions", help="folder of student folders, or a zip of them")
+    g.add_argument("--out", required=True, help="a new folder for the results")
+    g.add_argument("--workers", type=_positive(int), default=None,
+                   help="students graded side by side (default: the usable cores)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    limits(g)
+    points(g)
+    a = sub.add_parser("autograder", help="build the zip for a Gradescope programming assignment")
+    a.add_argument("zip", help="the zip to write, e.g. autograder.zip")
+    a.add_argument("--timeout", type=_positive(float), default=DEFAULT_TIMEOUT,
+                   help=f"seconds one exercise's answer may run there (default {DEFAULT_TIMEOUT:g})")
+    points(a)
+    r = sub.add_parser("autograde", help="(in Gradescope's container) grade ROOT/submission into "
+                                         "ROOT/results/results.json")
+    r.add_argument("root", nargs="?", default="/autograder")
+    limits(r)
+    points(r)
     h = sub.add_parser("hint", help="the next hint for an exercise")
     h.add_argument("name", choices=list(REGISTRY))
     h.add_argument("--dir", default=None)
     s = sub.add_parser("solution", help="where the library implements the answer")
     s.add_argument("name", choices=list(REGISTRY))
     sub.add_parser("list", help="list the exercises")
-    args = parser.parse_args(argv)
-    if args.command == "list":
-        for name, entry in REGISTRY.items():
-            print(f"{name:<16}{', '.join(f + '()' for f in entry.functions)}")
-        return 0
-    if args.command == "solution":
-        print(f"{args.name}: the reference is {REGISTRY[args.name].reference}")
-        return 0
-    try:
-        directory = exercise_dir(args.dir)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.command == "hint":
-        print(next_hint(args.name, directory))
-        return 0
+    return parser
+
+
+def _points(args) -> dict:
+    from .batch import read_points
+    if args.points is None:
+        return {name: 1.0 for name in REGISTRY}
+    return read_points(args.points, REGISTRY)
+
+
+def _grade_command(args) -> int:
+    from .batch import summary_table, grade_class
+    report = grade_class(args.submissions, args.out, _points(args), args.timeout, args.memory,
+                         args.workers, progress=not args.no_progress)
+    print(summary_table(report.grades, report.points))
+    print(f"\n{len(report.grades)} student(s) graded in {report.seconds:.1f} s"
+          + (" (stopped early: the others were not graded)" if report.interrupted else "")
+          + f"; results in {Path(args.out) / '<student>' / 'results.json'} and {Path(args.out) / 'grades.csv'}")
+    return 130 if report.interrupted else 0
+
+
+def _autograder_command(args) -> int:
+    from .autograder import build_autograder
+    points = _points(args)
+    size = build_autograder(args.zip, points, args.timeout)
+    print(f"wrote {args.zip} ({size / 1e6:.1f} MB): setup.sh, run_autograder, the minivae wheel and "
+          f"points.json ({len(points)} exercise(s), {sum(points.values()):g} points). Upload it as a "
+          f"Gradescope programming assignment's autograder.")
+    return 0
+
+
+def _check_command(args) -> int:
+    directory = exercise_dir(args.dir)
     names = list(REGISTRY) if args.name == "all" else [args.name]
     print(f"grading the files in {directory.resolve()}\n", flush=True)
     passed = 0
@@ -353,3 +402,32 @@ def main(argv=None) -> int:
             print(result, end="\n\n", flush=True)
     print(f"{passed} of {len(names)} exercise(s) passed")
     return 0 if passed == len(names) else 1
+
+
+def main(argv=None) -> int:
+    from .batch import SubmissionError
+    args = _parser().parse_args(argv)
+    if args.command == "list":
+        for name, entry in REGISTRY.items():
+            print(f"{name:<16}{', '.join(f + '()' for f in entry.functions)}")
+        return 0
+    if args.command == "solution":
+        print(f"{args.name}: the reference is {REGISTRY[args.name].reference}")
+        return 0
+    try:
+        if args.command == "hint":
+            print(next_hint(args.name, exercise_dir(args.dir)))
+            return 0
+        if args.command == "grade":
+            return _grade_command(args)
+        if args.command == "autograder":
+            return _autograder_command(args)
+        if args.command == "autograde":
+            from .autograder import autograde
+            report = autograde(args.root, _points(args), args.timeout, args.memory)
+            print(report["output"])
+            return 0
+        return _check_command(args)
+    except (FileNotFoundError, SubmissionError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
