@@ -27,10 +27,10 @@ import os
 import shutil
 import stat
 import tempfile
-import threading
+import signal
 import time
 import zipfile
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,7 +171,7 @@ def gradescope_results(grade: StudentGrade) -> dict:
 
 def grade_student(folder: Path, points: dict, sandbox: Sandbox, rng=None, stop=None) -> StudentGrade | None:
     """Grade every exercise in ``points`` for the student whose files are in (or under) ``folder``;
-    None when ``stop`` (a ``threading.Event``) is set before the last one is graded."""
+    None when ``stop`` (an ``Event``) is set before the last one is graded."""
     from . import check_file
     started = time.perf_counter()
     files = exercise_folder(folder, points)
@@ -269,33 +269,41 @@ def grade_class(submissions, out, points: dict, timeout: float, memory_mb: int =
     return ClassReport(grades, points, time.perf_counter() - started, interrupted)
 
 
+# Each worker is a process of the grader's own (spawned, never forked from this one) with its own
+# warm sandbox: the judging is Python and holds the GIL, so threads would take turns.
+_worker: dict = {}
+
+
+def _start_worker(timeout: float, memory_mb: int, stop) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the batch's to handle: it sets ``stop``
+    _worker.update(sandbox=Sandbox(timeout, memory_mb), stop=stop)
+
+
+def _grade_one(folder: Path, out: Path, points: dict) -> StudentGrade | None:
+    if _worker["stop"].is_set():
+        return None
+    grade = grade_student(folder, points, _worker["sandbox"], stop=_worker["stop"])
+    if grade is not None:
+        own = out / grade.student
+        own.mkdir(exist_ok=True)
+        write_atomic(own / "results.json", json.dumps(gradescope_results(grade), indent=1).encode())
+    return grade
+
+
 def _grade_all(students, out, points, timeout, memory_mb, workers, progress):
-    """Grade the students on ``workers`` threads, each with its own sandbox; write each student's
-    results.json as soon as it is graded. Ctrl-C stops the batch: the answers being run finish (at
-    most ``timeout`` seconds), and every student graded so far is kept."""
+    """Grade the students in ``workers`` processes; each student's results.json is written as soon
+    as it is graded. Ctrl-C stops the batch: the answers being run finish (at most ``timeout``
+    seconds), and every student graded so far is kept."""
+    import multiprocessing
     from tqdm.auto import tqdm
-    local, stop = threading.local(), threading.Event()
-    sandboxes, lock = [], threading.Lock()
-
-    def one(folder):
-        if stop.is_set():
-            return None
-        if not hasattr(local, "sandbox"):
-            local.sandbox = Sandbox(timeout, memory_mb)
-            with lock:
-                sandboxes.append(local.sandbox)
-        grade = grade_student(folder, points, local.sandbox, stop=stop)
-        if grade is not None:
-            own = out / grade.student
-            own.mkdir(exist_ok=True)
-            write_atomic(own / "results.json", json.dumps(gradescope_results(grade), indent=1).encode())
-        return grade
-
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
     grades = []
     bar = tqdm(total=len(students), unit="student", desc="grading", disable=not progress, leave=False)
-    pool = ThreadPoolExecutor(max_workers=min(workers, len(students)))
+    pool = ProcessPoolExecutor(min(workers, len(students)), mp_context=context, initializer=_start_worker,
+                               initargs=(timeout, memory_mb, stop))
     try:
-        pending = {pool.submit(one, s) for s in students}
+        pending = {pool.submit(_grade_one, s, out, points) for s in students}
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             for f in done:
@@ -308,6 +316,4 @@ def _grade_all(students, out, points, timeout, memory_mb, workers, progress):
     finally:
         bar.close()
         pool.shutdown(wait=True, cancel_futures=True)
-        for s in sandboxes:
-            s.close()
     return [g for g in grades if g is not None], stop.is_set()

@@ -204,7 +204,12 @@ def _warm() -> None:
 
 
 def zygote() -> None:
-    """Fork one child per job line on stdin; report ``{"pid"}`` then ``{"status"}`` for each."""
+    """Fork one child per job line on stdin; report ``{"pid"}`` then ``{"status"}`` for each.
+
+    Ctrl-C at the terminal reaches the whole foreground group: the zygote ignores it, so an answer
+    being graded is never cut short by it (the grader stops the zygote by closing its stdin)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _warm()
     out = sys.stdout.buffer
     for line in sys.stdin.buffer:
