@@ -127,11 +127,12 @@ def write_notebooks(everything: bool = False) -> list[tuple[Path, float]]:
 
 
 def stage(target: Path) -> None:
-    """The Sphinx source folder: conf, introduction, the executed notebooks, notation, exercises."""
+    """The Sphinx source folder: conf, introduction, the executed notebooks, notation, exercises, and
+    the teacher's page."""
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    for name in ("conf.py", "index.md"):
+    for name in ("conf.py", "index.md", "teaching.md"):
         shutil.copy(DOCS / name, target / name)
     for folder in ("_templates", "_static"):
         shutil.copytree(DOCS / folder, target / folder)

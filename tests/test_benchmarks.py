@@ -92,3 +92,11 @@ def test_fused_step_refuses_other_architectures():
     cfg = VAEConfig(x_dim=12, hidden=(7, 5), z_dim=3)
     with pytest.raises(ValueError, match="one architecture"):
         fused_numpy.FusedStep(init_params(cfg), cfg, batch=4)
+
+
+@pytest.mark.slow
+def test_the_class_grading_benchmark_runs_on_a_small_class():
+    proc = subprocess.run([sys.executable, "benchmarks/grade_class.py", "--students", "6", "--runs", "1",
+                           "--timeout", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "class: 6 students x 14 exercises" in proc.stdout and "grades.csv: 6 rows" in proc.stdout

@@ -57,7 +57,7 @@ def browser():
 
 
 def pages(book):
-    names = ["index.html", "NOTATION.html", "exercises.html"]
+    names = ["index.html", "NOTATION.html", "exercises.html", "teaching.html"]
     return names + sorted(p.name for p in book.glob("[0-9][0-9]_*.html"))
 
 
@@ -266,3 +266,28 @@ def test_without_javascript_the_live_figures_are_their_static_figures(book, brow
         assert static and all(static), (name, static)
         page.close()
     context.close()
+
+
+def test_the_teachers_page_reads_at_both_widths(book, server, browser):
+    """The course page: its plan tables and its grading commands, at 1280 px and on a phone, where
+    the wide tables scroll inside their own box and the page itself does not."""
+    shots = os.environ.get("MINIVAE_SCREENSHOTS")
+    for width in (1280, 390):
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.goto(server + "teaching.html", wait_until="load")
+        text = page.inner_text("body")
+        for heading in ("Teaching with minivae", "What each tutorial teaches", "A four-week module, one class a week",
+                        "A single 90-minute lab", "Grading a class", "On Gradescope", "In nbgrader or Otter-Grader"):
+            assert heading in text, (width, heading)
+        assert page.evaluate("() => document.querySelectorAll('table').length") == 3
+        assert "python -m minivae.exercises grade submissions --out results" in text
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width + 1
+        if width == 1280:  # the tables fit the column: nothing of them hidden behind a scroll
+            cut = page.evaluate("() => Array.from(document.querySelectorAll('table'))"
+                                ".filter(t => t.scrollWidth > t.parentElement.clientWidth + 1).length")
+            assert cut == 0, cut
+        links = page.evaluate("() => Array.from(document.querySelectorAll('table a')).map(a => a.getAttribute('href'))")
+        assert len(links) == 8 and all(page.request.get(server + link.split("#")[0]).ok for link in links), links
+        if shots:
+            page.screenshot(path=str(Path(shots) / f"teaching-{width}.png"), full_page=False)
+        page.close()

@@ -297,3 +297,149 @@ def test_setup_sh_installs_the_bundled_wheel_and_grades_there(tmp_path, capsys):
     where = subprocess.run([str(root / "minivae-venv" / "bin" / "python"), "-c", "import minivae; print(minivae.__file__)"],
                            capture_output=True, text=True, env=env, cwd=tmp_path)
     assert str(root / "minivae-venv") in where.stdout  # the wheel's copy, not this checkout
+
+
+# --- the course page's commands and outputs, and the notebook tools ------------------------------------
+
+PAGE = ROOT / "docs" / "teaching.md"
+
+
+def page_block(first_line: str, fence: str = "python") -> str:
+    """The code block of the course page that starts with ``first_line``."""
+    import re
+    for block in re.findall(rf"```{fence}\n(.*?)```", PAGE.read_text(), re.S):
+        if block.startswith(first_line):
+            return block
+    raise AssertionError(f"no {fence} block starting {first_line!r} in {PAGE.name}")
+
+
+def page_class(folder: Path) -> Path:
+    """The page's example class: ada right, ben's tanh an endless loop, cy the untouched files, dee's
+    linear the library's own (ada's files in a subfolder, as some students hand them in)."""
+    week = ["linear", "tanh", "softplus", "vae"]
+    for student in ("ada", "ben", "cy", "dee"):
+        own = folder / student / ("exercises" if student == "ada" else "")
+        shutil.copytree(STUBS, own, ignore=shutil.ignore_patterns("__pycache__", "*.md"))
+        for name in week if student != "cy" else []:
+            shutil.copy(SOLUTIONS / f"{name}.py", own / f"{name}.py")
+    (folder / "ben" / "tanh.py").write_text("def tanh_backward(dh, h):\n    while True:   # a loop that never ends\n"
+                                            "        pass\n")
+    (folder / "dee" / "linear.py").write_text("from minivae.layers import linear_backward  # the library's own\n")
+    return folder
+
+
+@pytest.mark.slow
+def test_the_course_page_shows_what_the_commands_print(tmp_path):
+    """Each output on the page, against the same commands run on the page's class (the seconds and
+    the teacher's home folder aside)."""
+    import re
+    page = PAGE.read_text()
+    page_class(tmp_path / "submissions")
+    (tmp_path / "week1.json").write_text('{"linear": 2, "tanh": 1, "softplus": 1, "vae": 4}\n')
+    assert page_block("$ cat week1.json", "console").splitlines()[1] == (tmp_path / "week1.json").read_text().strip()
+
+    def run(command):
+        done = subprocess.run([sys.executable, *command.split()[1:]], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    copied = run("python -m minivae tutorials course --solutions")
+    shown = page_block("$ python -m minivae tutorials course", "console").splitlines()[1]
+    assert copied.splitlines()[0] == shown.replace("/home/teacher/course", str(tmp_path / "course"))
+    shown = page_block("$ python -m minivae.exercises grade", "console")
+    command, *lines = shown.strip().splitlines()
+    printed = run(command[2:]).strip().splitlines()
+    assert printed[:-1] == lines[:-1]
+    seconds = re.sub(r"graded in [0-9.]+ s", "graded in S s", printed[-1])
+    assert seconds == re.sub(r"graded in [0-9.]+ s", "graded in S s", lines[-1])
+    assert float(re.search(r"graded in ([0-9.]+) s", printed[-1]).group(1)) < 10 + 30  # one loop, not four
+    csv_shown = page_block("$ cat results/grades.csv", "console").strip().splitlines()[1:]
+    assert (tmp_path / "results" / "grades.csv").read_text().strip().splitlines() == csv_shown
+    ben = json.loads((tmp_path / "results" / "ben" / "results.json").read_text())
+    tanh = json.loads(page_block('{\n "name": "tanh"', "json"))
+    assert next(t for t in ben["tests"] if t["name"] == "tanh") == tanh
+    command, shown = page_block("$ python -m minivae.exercises autograder", "console").strip().splitlines()
+    printed = run(command[2:]).strip()
+    assert re.sub(r"\([0-9.]+ MB\)", "", printed) == re.sub(r"\([0-9.]+ MB\)", "", shown)
+    assert "Teaching with minivae" in page
+
+
+def _nbgrader_notebook(solution: str, test: str):
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+    def meta(**kw):
+        return {"nbgrader": {"schema_version": 3, "locked": False, "solution": False, "grade": False,
+                             "task": False, **kw}}
+    nb.cells = [nbformat.v4.new_markdown_cell("Write `linear_backward`.", metadata=meta(locked=True, grade_id="intro")),
+                nbformat.v4.new_code_cell(solution, metadata=meta(solution=True, grade_id="linear_answer")),
+                nbformat.v4.new_code_cell(test, metadata=meta(grade=True, locked=True, points=2,
+                                                              grade_id="linear_test"))]
+    return nb
+
+
+@pytest.mark.slow
+def test_nbgrader_autogrades_the_pages_cells_on_a_right_a_wrong_and_an_endless_answer(tmp_path):
+    pytest.importorskip("nbgrader", reason="nbgrader is not installed: pip install -e '.[teach]'")
+    import nbformat
+    solution, test = page_block("# nbgrader solution cell"), page_block("# nbgrader test cell")
+    course = tmp_path / "course"
+    (course / "source" / "week1").mkdir(parents=True)
+    (course / "nbgrader_config.py").write_text(
+        f"c = get_config()\nc.CourseDirectory.root = {str(course)!r}\nc.CourseDirectory.course_id = 'vae101'\n"
+        "c.ExecutePreprocessor.timeout = 60\n")
+    nbformat.write(_nbgrader_notebook(solution, test), course / "source" / "week1" / "linear.ipynb")
+
+    def nbgrader(*args):
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, capture_output=True, text=True,
+                              timeout=600, env=env)  # nbgrader runs alembic from PATH: this environment's
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout + done.stderr
+    nbgrader("generate_assignment", "week1", "--force")
+    released = nbformat.read(course / "release" / "week1" / "linear.ipynb", as_version=4)
+    assert "raise NotImplementedError()" in released.cells[1].source and "dy @ W.T" not in released.cells[1].source
+    answers = {"right": "def linear_backward(dy, cache):\n    x, W = cache\n    return dy @ W.T, x.T @ dy, dy.sum(axis=0)\n",
+               "wrong": "def linear_backward(dy, cache):\n    x, W = cache\n    return dy @ W, x.T @ dy, dy.sum(axis=0)\n",
+               "endless": "def linear_backward(dy, cache):\n    while True:\n        pass\n"}
+    for student, answer in answers.items():
+        nb = nbformat.read(course / "release" / "week1" / "linear.ipynb", as_version=4)
+        nb.cells[1].source = answer
+        (course / "submitted" / student / "week1").mkdir(parents=True)
+        nbformat.write(nb, course / "submitted" / student / "week1" / "linear.ipynb")
+    started = time.perf_counter()
+    nbgrader("autograde", "week1", "--create", "--force")
+    seconds = time.perf_counter() - started
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        scores = {s: gb.find_submission("week1", s).score for s in answers}
+    assert scores == {"right": 2.0, "wrong": 0.0, "endless": 0.0}, scores
+    graded = nbformat.read(course / "autograded" / "endless" / "week1" / "linear.ipynb", as_version=4)
+    assert "timed out after 20 s" in json.dumps(graded.cells[2].outputs)
+    print(f"nbgrader autograde: 3 submissions in {seconds:.1f} s, scores {scores}")
+
+
+@pytest.mark.slow
+def test_otter_grader_runs_the_pages_test_file_on_a_right_and_an_endless_answer(tmp_path):
+    pytest.importorskip("otter", reason="Otter-Grader is not installed: pip install -e '.[teach]'")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "linear.py").write_text(page_block("# tests/linear.py (Otter-Grader)"))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    def otter(*args):
+        done = subprocess.run([sys.executable, "-m", "otter", *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+    otter("generate")
+    answers = {"right": "def linear_backward(dy, cache):\n    x, W = cache\n    return dy @ W.T, x.T @ dy, dy.sum(axis=0)\n",
+               "endless": "def linear_backward(dy, cache):\n    while True:\n        pass\n"}
+    scores = {}
+    for student, answer in answers.items():
+        (tmp_path / f"{student}.py").write_text(answer)
+        (tmp_path / student).mkdir()
+        otter("run", "-a", "autograder.zip", f"{student}.py", "-o", student)
+        results = json.loads((tmp_path / student / "results.json").read_text())
+        scores[student] = next(t for t in results["tests"] if t["name"] == "linear")["score"]
+    assert scores == {"right": 2.0, "endless": 0.0}, scores
