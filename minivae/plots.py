@@ -184,3 +184,34 @@ def make_figures(run_dir, params, cfg, data, backend="numpy", dtype="float32") -
         plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
         paths.append(run_dir / "curves.png")
     return paths
+
+
+def plot_elbo_identity(figure: dict, path, index: int = 0) -> Path:
+    """The ELBO-identity widget's first view, as a static figure: p(z|x) and the encoder's q for
+    image ``index`` of ``figure`` (``widgets.elbo_identity_data``), and -ELBO = -log p(x) + KL as bars.
+    It is what a page shows where the live figure cannot run."""
+    from .widgets import elbo_identity_terms
+    plt = _pyplot()
+    z = np.asarray(figure["z"])
+    mu, logvar = figure["q"][index]
+    log_px, elbo, kl = elbo_identity_terms(figure, index, mu, logvar)
+    log_joint = np.asarray(figure["log_px_given_z"][index]) - 0.5 * (np.log(2 * np.pi) + z * z)
+    post = np.exp(log_joint - log_px)
+    q = np.exp(-0.5 * (np.log(2 * np.pi) + logvar + (z - mu) ** 2 / np.exp(logvar)))
+    keep = (post > 1e-4 * post.max()) | (q > 1e-4 * q.max())
+    fig, (top, bars) = plt.subplots(2, 1, figsize=(6.4, 3.8), gridspec_kw={"height_ratios": [3, 1]})
+    top.plot(z[keep], post[keep], label="p(z|x), exact")
+    top.plot(z[keep], q[keep], "--", label=f"q(z|x) = N({mu:.3f}, exp({logvar:.2f})), the encoder's")
+    top.set_xlabel("z")
+    top.legend(fontsize=8, loc="upper left")
+    top.set_title(f"test image {index}: log p(x) = {log_px:.6f}, ELBO = {elbo:.6f}, KL = {kl:.6f}", fontsize=9)
+    bars.barh([1], [-log_px], color="#1f77b4", label="-log p(x)")
+    bars.barh([1], [kl], left=[-log_px], color="#d62728", label="KL(q || p(z|x))")
+    bars.barh([0], [-elbo], color="#555555", label="-ELBO")
+    bars.set_yticks([])
+    bars.set_xlabel("nats")
+    bars.legend(fontsize=7, loc="lower right", ncol=3)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -199,6 +199,13 @@ def test_the_elbo_identity_moves_with_q_and_matches_the_quadrature(book, browser
     want = widgets.elbo_identity_terms(figure, after["index"], after["mu"], after["logvar"])
     shown = [float(td.inner_text()) for td in page.query_selector_all(".minivae-elbo-identity .minivae-number")[:3]]
     assert max(abs(a - b) for a, b in zip(shown, want)) < 1e-6
+    # "back to the encoder's q": exactly the encoder's q, not the slider's nearest step
+    page.click(".minivae-elbo-identity button")
+    back = page.evaluate("() => document.querySelector('.minivae-elbo-identity').minivae.current()")
+    assert [back["mu"], back["logvar"]] == figure["q"][back["index"]], back
+    want = widgets.elbo_identity_terms(figure, back["index"], *figure["q"][back["index"]])
+    shown = [float(td.inner_text()) for td in page.query_selector_all(".minivae-elbo-identity .minivae-number")[:3]]
+    assert max(abs(a - b) for a, b in zip(shown, want)) < 1e-6, (shown, want)
     assert not errors, errors
     if shots:
         el.screenshot(path=str(Path(shots) / "live-elbo-identity.png"))
@@ -264,6 +271,7 @@ def test_without_javascript_the_live_figures_are_their_static_figures(book, brow
         static = page.evaluate("() => Array.from(document.querySelectorAll('.minivae-static img'))"
                                ".map(i => i.complete && i.naturalWidth)")
         assert static and all(static), (name, static)
+        assert "Run this cell to get the live figure" in page.inner_text(".minivae-static"), name
         page.close()
     context.close()
 

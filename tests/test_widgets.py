@@ -110,3 +110,17 @@ def test_the_javascript_ships_in_the_package():
         assert (files("minivae.widgets") / f"{name}.js").is_file()
         text = widgets.source(name)
         assert "function render" in text and f"{name}: " in text.replace("{ ", "")
+
+
+def test_the_static_figure_is_the_widgets_first_view_with_a_note_to_run_the_cell(identity, tmp_path):
+    """Where the widget cannot run (an untrusted notebook, no JavaScript), the page says how to get it
+    and shows the view it starts from: the encoder's q of the first image, with its three numbers."""
+    params, x, figure = identity
+    from minivae import plots
+    png = plots.plot_elbo_identity(figure, tmp_path / "first.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = widgets.to_html("elbo_identity", figure, fallback=png)
+    static = re.search(r'<div class="minivae-static">(.*?)</div>', page, re.S).group(1)
+    assert static.startswith('<p class="minivae-static-note">Run this cell to get the live figure')
+    assert "the figure it starts from" in static and "data:image/png;base64," in static
+    assert "Run this cell" in widgets.to_html("elbo_identity", figure)   # no figure: still the note

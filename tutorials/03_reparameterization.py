@@ -145,7 +145,7 @@ for S in (1, 10, 100, 1000):
 print(f"{'S':>6}{'pathwise var':>14}{'score var':>12}{'ratio':>9}   (d/dmu, mean over the 8 dimensions)")
 for S, pv, sv, pw_mu, sf_mu in table:
     print(f"{S:>6}{pv:>14.3e}{sv:>12.3e}{sv / pv:>9.0f}")
-    assert sv > 20 * pv
+    assert sv > 100 * pv  # "hundreds of times"
     n = len(pw_mu)  # both unbiased: the means agree with the 200k-sample reference
     assert np.all(np.abs(sf_mu.mean(0) - reference[0]) < 5 * np.sqrt(sf_mu.var(0) / n) + 1e-3)
 
@@ -176,8 +176,8 @@ tut.save(fig, "variance.png")
 # %% [markdown]
 # ## Summary
 # - Both estimators are unbiased; the score function needs only values of $f$, the pathwise one its
-#   gradient, and the pathwise one's variance is orders of magnitude smaller here, growing worse for the
-#   score function as the dimension grows.
+#   gradient, and in the VAE the pathwise one's variance is hundreds of times smaller, at every sample
+#   count from 1 to 1000.
 # - That is why the VAE writes $z = \mu + \sigma\epsilon$: the noise no longer depends on $\phi$, and
 #   backprop reaches the encoder through $z$.
 #

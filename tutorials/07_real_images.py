@@ -170,8 +170,9 @@ for z, r in runs.items():
 # - The 2-D latent space is a map: neighbouring $z$ decode to similar images, and classes occupy regions.
 # - The bound improves with the latent size, and only some latent dimensions end up active: the KL
 #   switches off the ones the decoder does not need.
-# - $\mathcal L_k$ rises with $k$ from the ELBO towards $\log p(x)$; the gap $\mathcal L_{1000} - \mathcal L_1$
-#   measures how far $q(z\mid x)$ is from the true posterior.
+# - $\mathcal L_k$ rises with $k$ from the ELBO towards $\log p(x)$. Since $\mathcal L_{1000} \le \log p(x)$,
+#   the gap $\mathcal L_{1000} - \mathcal L_1$ bounds $\mathrm{KL}(q(z\mid x)\,\|\,p(z\mid x)) = \log p(x) - \mathcal L_1$
+#   from below: $q$ is at least that far from the true posterior.
 #
 # **Try this.** (1) Predict how many of 20 latent dimensions stay active, then run `python -m minivae
 # evaluate` on the $N_z = 20$ run. (2) Train the 2-D model without `binarize="dynamic"` and read what

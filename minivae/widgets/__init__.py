@@ -142,10 +142,12 @@ def to_html(name: str, figure: dict, fallback: str | Path | None = None) -> str:
     """A self-contained HTML fragment: the static figure, replaced by the live widget where
     JavaScript runs. The page needs nothing else: the script, the style and the numbers are inline."""
     key = f"minivae-{name.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
-    static = ""
+    static = ('<p class="minivae-static-note">Run this cell to get the live figure (in Jupyter; a notebook '
+              'that has not run it, or is not trusted, cannot).'
+              + (' Until then, the figure it starts from:' if fallback is not None else '') + '</p>')
     if fallback is not None:
         png = base64.b64encode(Path(fallback).read_bytes()).decode("ascii")
-        static = f'<img alt="{html.escape(name)} (static figure)" src="data:image/png;base64,{png}">'
+        static += f'<img alt="{html.escape(name)} (static figure)" src="data:image/png;base64,{png}">'
     # the JSON sits in a script element of its own type: "</" is escaped so it cannot end it
     payload = json.dumps(figure, separators=(",", ":")).replace("</", "<\\/")
     return (f'<div class="minivae-live" id="{key}"><div class="minivae-static">{static}</div></div>\n'

@@ -129,8 +129,11 @@
 
     function figure() { return model.get("figure"); }
 
-    function update() {
-      const f = figure(), i = Number(select.value), m = Number(mu.input.value), lv = Number(logvar.input.value);
+    // exact: [mu, logvar] to use instead of the sliders' values, which snap to their step (the
+    // encoder's q is shown exactly, not rounded to the nearest slider position)
+    function update(exact) {
+      const f = figure(), i = Number(select.value);
+      const [m, lv] = exact || [Number(mu.input.value), Number(logvar.input.value)];
       const t = terms(f, i, m, lv);
       mu.value.textContent = m.toFixed(3);
       logvar.value.textContent = lv.toFixed(2);
@@ -148,7 +151,7 @@
       mu.input.value = m;
       logvar.input.value = lv;
       drawThumb();
-      update();
+      update([m, lv]);
     }
 
     function drawThumb() {
@@ -168,8 +171,8 @@
     }
 
     select.addEventListener("change", toEncoder);
-    mu.input.addEventListener("input", update);
-    logvar.input.addEventListener("input", update);
+    mu.input.addEventListener("input", () => update());
+    logvar.input.addEventListener("input", () => update());
     reset.addEventListener("click", toEncoder);
     model.on("change:figure", fill);
     fill();
