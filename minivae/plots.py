@@ -209,8 +209,9 @@ def plot_elbo_identity(figure: dict, path, index: int = 0) -> Path:
     bars.barh([1], [kl], left=[-log_px], color="#d62728", label="KL(q || p(z|x))")
     bars.barh([0], [-elbo], color="#555555", label="-ELBO")
     bars.set_yticks([])
+    bars.set_ylim(-0.5, 2.7)  # room above the bars for the legend
     bars.set_xlabel("nats")
-    bars.legend(fontsize=7, loc="lower right", ncol=3)
+    bars.legend(fontsize=7, loc="upper right", ncol=3, frameon=False)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     plt.close(fig)

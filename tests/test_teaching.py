@@ -443,3 +443,24 @@ def test_otter_grader_runs_the_pages_test_file_on_a_right_and_an_endless_answer(
         results = json.loads((tmp_path / student / "results.json").read_text())
         scores[student] = next(t for t in results["tests"] if t["name"] == "linear")["score"]
     assert scores == {"right": 2.0, "endless": 0.0}, scores
+
+
+def test_ctrl_c_stops_the_batch_and_keeps_every_student_graded_so_far(tmp_path):
+    import signal
+    make_class(tmp_path / "class", {"a_right": {}, "b_loop": CLASS["cy_loop"], "c_loop": CLASS["cy_loop"],
+                                    "d_right": {}})
+    out = tmp_path / "results"
+    with subprocess.Popen([sys.executable, "-m", "minivae.exercises", "grade", str(tmp_path / "class"), "--out",
+                           str(out), "--timeout", "3", "--workers", "1", "--no-progress"], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        deadline = time.monotonic() + 120
+        while not (out / "a_right" / "results.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        printed, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, printed + err
+    assert "stopping: the answers being graded finish first (at most 3 s)" in printed
+    assert "1 student(s) graded" in printed and "stopped early" in printed
+    rows = list(csv.DictReader((out / "grades.csv").open()))
+    assert [r["student"] for r in rows] == ["a_right"] and rows[0]["total"] == str(len(REGISTRY))
+    assert sorted(p.name for p in out.iterdir()) == ["a_right", "grades.csv"]   # no half-graded student

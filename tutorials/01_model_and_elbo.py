@@ -83,7 +83,7 @@ for name, beta in (("autoencoder (KL weight 0)", 0.0), ("VAE (KL weight 1)", 1.0
     pair[name] = dict(mu=mu_test, samples=samples, gap=float(np.median(gap)), recon=result["last"]["test_recon"],
                       spread=float(samples.std(axis=0).mean()), sigma=float(np.median(sigma)))
     print(f"{name:<26} test reconstruction -log p(x|z) {result['last']['test_recon']:7.2f} nats; "
-          f"codes spread over {np.ptp(mu_test, axis=0).round(1).tolist()}; a random code's distance to the "
+          f"codes spread over {[round(float(v), 1) for v in np.ptp(mu_test, axis=0)]}; a random code's distance to the "
           f"nearest real one: {pair[name]['gap']:.2f} (median); posterior std {pair[name]['sigma']:.3f} "
           f"(median); per-pixel spread of the 64 samples {pair[name]['spread']:.3f}")
 real_spread = float(digits.x_test[:64].std(axis=0).mean())

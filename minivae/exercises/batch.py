@@ -298,22 +298,22 @@ def _grade_all(students, out, points, timeout, memory_mb, workers, progress):
     from tqdm.auto import tqdm
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
-    grades = []
     bar = tqdm(total=len(students), unit="student", desc="grading", disable=not progress, leave=False)
     pool = ProcessPoolExecutor(min(workers, len(students)), mp_context=context, initializer=_start_worker,
                                initargs=(timeout, memory_mb, stop))
+    futures = [pool.submit(_grade_one, s, out, points) for s in students]
     try:
-        pending = {pool.submit(_grade_one, s, out, points) for s in students}
+        pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            for f in done:
-                grades.append(f.result())
-                bar.update()
+            bar.update(len(done))
     except KeyboardInterrupt:
         stop.set()
         print(f"\nstopping: the answers being graded finish first (at most {timeout:g} s)", flush=True)
-        grades += [f.result() for f in pending if not f.cancel()]
+        for f in futures:
+            f.cancel()
     finally:
         bar.close()
-        pool.shutdown(wait=True, cancel_futures=True)
+        grades = [f.result() for f in futures if not f.cancelled()]  # waits for the ones running
+        pool.shutdown(wait=True)
     return [g for g in grades if g is not None], stop.is_set()
