@@ -365,6 +365,11 @@ def test_the_course_page_shows_what_the_commands_print(tmp_path):
     assert "Teaching with minivae" in page
 
 
+def _tools_env() -> dict:
+    """This environment's bin folder first on PATH: nbgrader runs alembic, and Otter its tools, from there."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def _nbgrader_notebook(solution: str, test: str):
     import nbformat
     nb = nbformat.v4.new_notebook()
@@ -393,9 +398,8 @@ def test_nbgrader_autogrades_the_pages_cells_on_a_right_a_wrong_and_an_endless_a
     nbformat.write(_nbgrader_notebook(solution, test), course / "source" / "week1" / "linear.ipynb")
 
     def nbgrader(*args):
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, capture_output=True, text=True,
-                              timeout=600, env=env)  # nbgrader runs alembic from PATH: this environment's
+                              timeout=600, env=_tools_env())
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout + done.stderr
     nbgrader("generate_assignment", "week1", "--force")
@@ -426,11 +430,10 @@ def test_otter_grader_runs_the_pages_test_file_on_a_right_and_an_endless_answer(
     pytest.importorskip("otter", reason="Otter-Grader is not installed: pip install -e '.[teach]'")
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "linear.py").write_text(page_block("# tests/linear.py (Otter-Grader)"))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     def otter(*args):
         done = subprocess.run([sys.executable, "-m", "otter", *args], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=300, env=env)
+                              timeout=300, env=_tools_env())
         assert done.returncode == 0, done.stdout + done.stderr
     otter("generate")
     answers = {"right": "def linear_backward(dy, cache):\n    x, W = cache\n    return dy @ W.T, x.T @ dy, dy.sum(axis=0)\n",

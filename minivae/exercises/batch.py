@@ -24,7 +24,6 @@ import io
 import json
 import math
 import os
-import shutil
 import stat
 import tempfile
 import signal
@@ -126,8 +125,8 @@ def unpack(zip_path: Path, into: Path) -> Path:
                 continue  # folders are made as needed; links and paths outside are never extracted
             target = into.joinpath(*parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(m) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            with archive.open(m) as src:
+                write_atomic(target, src.read())
     return into
 
 
