@@ -16,7 +16,12 @@ often slow (8.96 ms a step at 2 threads, then 5.91). And no switch between explo
 each window with the other count's old time switched to the slower count after one slow window,
 and kept it until the next exploration (a quiet benchmark ran 2 of 3 epochs at 1 thread where 2
 were 14% faster). A window ends after half a second even when its steps are not done, so trying a
-count that is 3x slower costs half a second, not 1.5.
+count that is 3x slower costs half a second, not 1.5. A decision not yet confirmed (a run's first,
+or one that changed the count) is tried again soon, after ``SOON`` windows, then after twice as
+many each time it changes again; once an exploration keeps the count it held, the next comes after
+``EXPLORE_EVERY``. A slow spell over both first windows of the faster count once kept one thread
+for a whole 11 s benchmark phase, quiet, where two were 1.58x faster; the early second look costs
+one exploration per run (about 0.7 s under load at batch 100, less quiet).
 (A few steps timed apart from training mislead here: under load their times scatter by 2x, and
 the cost of spinning threads shows only over longer stretches.)
 
@@ -35,13 +40,16 @@ from dataclasses import dataclass, field
 
 WINDOW = 0.5          # seconds of steps per measurement window
 EXPLORE_EVERY = 40    # windows between two tries of the counts not in use (about 20 s)
+SOON = 4              # ... after an unconfirmed decision: then twice as many each time, up to EXPLORE_EVERY
+MAX_UNSETTLED = 16    # unconfirmed decisions in a row are counted up to this
 DRIFT = 1.5           # two windows in a row this many times slower or faster than the count's: re-try
 WARMUP_STEPS = 3      # a run's first steps fill caches and start the pool's threads: not timed
 MIN_WINDOW_STEPS = 5  # a window that runs out of time still has this many steps
 ROUNDS = 2            # windows per count in an exploration, the counts alternating
 TIE = 1.05            # counts within this factor of the fastest are ties: the fewest threads win
 STATE_KEYS = ("counts", "threads", "per_step", "window_steps", "window", "since_explore", "strikes", "skip",
-              "queue")
+              "queue", "unsettled", "held")
+LATER_KEYS = ("queue", "unsettled", "held")   # absent from checkpoints written before they existed
 
 
 def usable_cores() -> int:
@@ -68,6 +76,12 @@ def fastest(per_step: dict[int, float]) -> int:
     return min(n for n, t in per_step.items() if t <= TIE * best)
 
 
+def interval(unsettled: int) -> int:
+    """Windows from an exploration to the next, after ``unsettled`` unconfirmed decisions in a row:
+    SOON, 2 SOON, 4 SOON ... up to EXPLORE_EVERY, which is also the interval after a confirmed one."""
+    return EXPLORE_EVERY if unsettled == 0 else min(EXPLORE_EVERY, SOON << min(unsettled - 1, 8))
+
+
 @dataclass
 class ThreadChoice:
     """The BLAS thread count of a training run, step by step.
@@ -84,10 +98,12 @@ class ThreadChoice:
     window_steps: int = 1000                        # steps per window, at most (set from the chosen
                                                     # count's time; a window also ends after WINDOW s)
     window: list = field(default_factory=lambda: [0, 0.0])  # steps and seconds of the window so far
-    since_explore: int = 0                          # windows since the others were last tried
+    since_explore: int = 0                          # windows since the last exploration ended
     strikes: int = 0                                # drifted windows in a row
     skip: int = WARMUP_STEPS
     queue: list = field(default_factory=list)       # the counts still to try in this exploration
+    unsettled: int = 0                              # unconfirmed decisions in a row (see ``interval``)
+    held: int | None = None                         # the count held before this exploration (None: the first)
 
     def __post_init__(self):
         if self.fixed is not None:
@@ -118,16 +134,22 @@ class ThreadChoice:
         if self.queue:  # exploring: this window's count is queue[0]; a count keeps its faster window
             self.queue.pop(0)
             self.per_step[self.threads] = min(per_step, self.per_step.get(self.threads, math.inf))
-            self.threads = self.queue[0] if self.queue else fastest(self.per_step)
+            if self.queue:
+                self.threads = self.queue[0]
+            else:
+                self.threads = fastest(self.per_step)
+                confirmed = self.threads == self.held
+                self.unsettled = 0 if confirmed else min(self.unsettled + 1, MAX_UNSETTLED)
+                self.since_explore = 0
         else:  # between explorations the count stays: one slow window of it is not a reason to switch
             before = self.per_step.get(self.threads)
             drifted = before is not None and not before / DRIFT <= per_step <= before * DRIFT
             self.strikes = self.strikes + 1 if drifted else 0
             if not drifted:  # a drifted window is not this count's time until a second one confirms it
                 self.per_step[self.threads] = per_step
-            if self.strikes >= 2 or self.since_explore >= EXPLORE_EVERY:   # the load changed, or may have
+            if self.strikes >= 2 or self.since_explore >= interval(self.unsettled):   # the load changed, or may have
                 others = [n for n in self.counts if n != self.threads]
-                self.per_step = {self.threads: per_step}
+                self.per_step, self.held = {self.threads: per_step}, self.threads
                 self.since_explore = self.strikes = 0
                 self.queue = (others + [self.threads]) * (ROUNDS - 1) + others  # ROUNDS of each
                 self.threads = self.queue[0]
@@ -140,7 +162,7 @@ class ThreadChoice:
                 "per_step": {str(n): t for n, t in self.per_step.items()},
                 "window_steps": self.window_steps, "window": list(self.window),
                 "since_explore": self.since_explore, "strikes": self.strikes, "skip": self.skip,
-                "queue": list(self.queue)}
+                "queue": list(self.queue), "unsettled": self.unsettled, "held": self.held}
 
     @classmethod
     def from_state(cls, state: dict | None, fixed: int | None) -> "ThreadChoice":
@@ -151,7 +173,8 @@ class ThreadChoice:
                    per_step={int(n): t for n, t in state["per_step"].items()},
                    window_steps=state["window_steps"], window=list(state["window"]),
                    since_explore=state["since_explore"], strikes=state["strikes"], skip=state["skip"],
-                   queue=list(state.get("queue", [])))
+                   queue=list(state.get("queue", [])),
+                   unsettled=state.get("unsettled", 0), held=state.get("held"))
 
     @staticmethod
     def check_state(state) -> dict | None:
@@ -166,7 +189,9 @@ class ThreadChoice:
         def seconds(t):
             return type(t) is float and math.isfinite(t) and t >= 0
         try:
-            ok = (isinstance(state, dict) and set(state) in (set(STATE_KEYS), set(STATE_KEYS) - {"queue"})
+            ok = (isinstance(state, dict) and set(STATE_KEYS) - set(LATER_KEYS) <= set(state) <= set(STATE_KEYS)
+                  and type(state.get("unsettled", 0)) is int and 0 <= state.get("unsettled", 0) <= MAX_UNSETTLED
+                  and (state.get("held") is None or count(state.get("held")))
                   and isinstance(state.get("queue", []), list) and len(state.get("queue", [])) <= 32
                   and all(count(n) for n in state.get("queue", []))
                   and isinstance(state["counts"], list) and len(state["counts"]) <= 16
