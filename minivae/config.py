@@ -35,6 +35,9 @@ class VAEConfig:
     init_std:   the standard deviation of the ``"normal"`` init.
     beta:       the weight of the KL term in the training loss, ``recon + beta * KL`` (Higgins et al.
                 2017's beta-VAE; 1 is the ELBO). ELBOs and bounds are always reported with beta = 1.
+    free_bits:  lambda, nats per latent dimension (Kingma et al. 2016's free bits): the training loss
+                charges each dimension's batch-mean KL as ``max(lambda, KL_j)``, so below lambda a
+                unit's KL costs nothing and nothing pushes it to the prior. 0 is the ELBO.
     """
 
     x_dim: int
@@ -48,6 +51,7 @@ class VAEConfig:
     init: str = "normal"
     init_std: float = 0.01
     beta: float = 1.0
+    free_bits: float = 0.0
 
     def __post_init__(self):
         hidden = self.hidden
@@ -80,6 +84,11 @@ class VAEConfig:
                                                and math.isfinite(self.beta) and self.beta >= 0):
             raise ValueError(f"beta: expected a finite KL weight >= 0 (1 is the ELBO), got {self.beta!r}")
         object.__setattr__(self, "beta", float(self.beta))
+        if isinstance(self.free_bits, bool) or not (isinstance(self.free_bits, numbers.Real)
+                                                    and math.isfinite(self.free_bits) and self.free_bits >= 0):
+            raise ValueError(f"free_bits: expected a finite number of nats >= 0 per latent dimension "
+                             f"(0 is the ELBO), got {self.free_bits!r}")
+        object.__setattr__(self, "free_bits", float(self.free_bits))
 
     @property
     def gaussian_variance(self) -> str | None:

@@ -45,22 +45,23 @@ def reparameterize_backward(dz, cache):
 
 # --- the KL term --------------------------------------------------------------------------------
 
-def gaussian_kl_forward(mu, logvar):
+def gaussian_kl_forward(mu, logvar, per_dim: bool = False):
     """Analytic ``KL(N(mu, diag(exp(logvar))) || N(0, I))`` per example.
 
     ``KL = 0.5 * sum_j (exp(logvar_j) + mu_j^2 - 1 - logvar_j)``.
-    mu, logvar: (B, Z). Returns kl: (B,) and a cache.
+    mu, logvar: (B, Z). Returns kl: (B,), or with ``per_dim`` the terms of the sum, (B, Z); and a cache.
     """
     xp = namespace_of(mu, logvar)
     var = xp.exp(logvar)
-    kl = 0.5 * xp.sum(var + mu * mu - 1.0 - logvar, axis=-1)
-    return kl, (mu, var)
+    kl = 0.5 * (var + mu * mu - 1.0 - logvar)
+    return (kl if per_dim else xp.sum(kl, axis=-1)), (mu, var)
 
 
-def gaussian_kl_backward(dkl, cache):
-    """dkl: (B,). Returns ``(dmu, dlogvar)``: ``dKL/dmu = mu``, ``dKL/dlogvar = 0.5 (exp(logvar) - 1)``."""
+def gaussian_kl_backward(dkl, cache, per_dim: bool = False):
+    """dkl: (B,), or with ``per_dim`` one per term, anything that broadcasts against (B, Z).
+    Returns ``(dmu, dlogvar)``: ``dKL/dmu = mu``, ``dKL/dlogvar = 0.5 (exp(logvar) - 1)``."""
     mu, var = cache
-    dkl = dkl[..., None]
+    dkl = dkl if per_dim else dkl[..., None]
     return dkl * mu, dkl * 0.5 * (var - 1.0)
 
 

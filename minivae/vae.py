@@ -326,7 +326,8 @@ def forward(params: dict, x, eps, cfg: VAEConfig, validate: bool = True):
 
     x: (B, D) in the parameters' dtype and backend; eps: (L, B, Z) standard normal draws.
     ``validate=False`` skips the input checks (for a training loop that checked its data once).
-    ``loss`` is ``recon + cfg.beta * kl`` (the -ELBO when beta = 1). It and the values of ``stats``
+    ``loss`` is ``recon + cfg.beta * kl`` (the -ELBO when beta = 1 and free_bits = 0; with free bits
+    each unit's mean KL is charged as ``max(free_bits, KL_j)``; ``stats["kl"]`` is always the true KL). It and the values of ``stats``
     (``loss``, ``recon``, ``kl``) are 0-d arrays on the
     parameters' device: reading one (``float(loss)``) waits for the device, so a training loop
     collects them and reads them in batches. ``loss_and_grads`` returns them as Python floats.
@@ -342,10 +343,18 @@ def forward(params: dict, x, eps, cfg: VAEConfig, validate: bool = True):
     flat, dec_cache = _decode(params, xp.reshape(z, (L * B, Z)), cfg)
     dist = {k: (xp.reshape(v, (L, B, cfg.x_dim)) if v.ndim == 2 else v) for k, v in flat.items()}
     logp, lik_cache = _log_likelihood_forward(x, dist, cfg)          # (L, B)
-    kl, kl_cache = gaussian_kl_forward(mu, logvar)                    # (B,)
     recon = -xp.sum(logp) / (L * B)
-    kl_mean = xp.sum(kl) / B
-    loss = recon + cfg.beta * kl_mean if cfg.beta != 1.0 else recon + kl_mean
+    if cfg.free_bits:   # a unit's mean KL below lambda is free: charged as lambda, with no gradient
+        kl_terms, kl_cache = gaussian_kl_forward(mu, logvar, per_dim=True)  # (B, Z)
+        kl_dims = xp.sum(kl_terms, axis=0) / B                        # (Z,) each unit's mean KL
+        charged = kl_dims > cfg.free_bits                             # (Z,)
+        kl_loss = xp.sum(xp.where(charged, kl_dims, xp.full_like(kl_dims, cfg.free_bits)))
+        kl_mean = xp.sum(xp.sum(kl_terms, axis=-1)) / B
+        kl_cache = (kl_cache, charged)
+    else:
+        kl, kl_cache = gaussian_kl_forward(mu, logvar)                # (B,)
+        kl_mean = kl_loss = xp.sum(kl) / B
+    loss = recon + cfg.beta * kl_loss if cfg.beta != 1.0 else recon + kl_loss
     cache = (x, (L, B, Z), enc_cache, rep_cache, dec_cache, lik_cache, kl_cache)
     return loss, cache, {"loss": loss, "recon": recon, "kl": kl_mean}
 
@@ -357,7 +366,11 @@ def backward(cache, cfg: VAEConfig) -> dict:
     grads = {}
     # d loss / d log p(x|z_lb) = -1/(L B);  d loss / d KL_b = beta/B
     dlogp = xp.full((L, B), -1.0 / (L * B), dtype=x.dtype, device=x.device)
-    dkl = xp.full((B,), cfg.beta / B, dtype=x.dtype, device=x.device)
+    if cfg.free_bits:   # d loss / d KL_bj = beta/B for the charged units j, 0 for the free ones
+        kl_cache, charged = kl_cache
+        dkl = xp.astype(charged, x.dtype) * (cfg.beta / B)                   # (Z,)
+    else:
+        dkl = xp.full((B,), cfg.beta / B, dtype=x.dtype, device=x.device)
 
     # likelihood -> decoder heads
     mlp_caches, out_cache, lv_cache = dec_cache
@@ -379,7 +392,7 @@ def backward(cache, cfg: VAEConfig) -> dict:
     # decoder trunk -> z -> (mu, logvar)
     dz = _mlp_backward(dh, mlp_caches, "dec", cfg.activation, grads, need_dx=True)  # (L B, Z)
     dmu, dlogvar = reparameterize_backward(xp.reshape(dz, (L, B, Z)), rep_cache)      # (B, Z)
-    dmu_kl, dlogvar_kl = gaussian_kl_backward(dkl, kl_cache)
+    dmu_kl, dlogvar_kl = gaussian_kl_backward(dkl, kl_cache, per_dim=bool(cfg.free_bits))
     dmu += dmu_kl           # mu and logvar fan out to the sample and the KL
     dlogvar += dlogvar_kl
 

@@ -51,6 +51,50 @@ def test_the_kl_weight_scales_only_the_kl_term():
                                    rtol=1e-10, atol=1e-14)
 
 
+def _unit_kls(cfg, seed=0, batch=3):
+    """Each unit's batch-mean KL at check_model's own parameters and data."""
+    params = vae.init_params(cfg, seed=seed, dtype="float64", init="uniform")
+    x = B.Generator((seed, 1)).uniform((batch, cfg.x_dim), "float64")
+    mu, logvar = vae.encode(params, x, cfg)
+    return np.sort(np.mean(D.gaussian_kl_forward(mu, logvar, per_dim=True)[0], axis=0))
+
+
+def test_the_free_bits_gradient_passes_the_bar(backend):
+    """lambda between two units' KLs: the units below it get no KL gradient, those above the ELBO's."""
+    cfg = VAEConfig(x_dim=6, hidden=(5,), z_dim=4, n_samples=2)
+    kls = _unit_kls(cfg)
+    free_bits = float(kls[1] + kls[2]) / 2            # two units free, two charged
+    assert kls[2] - free_bits > 1e-3 and free_bits - kls[1] > 1e-3   # far from the kink for h
+    report = check_model(VAEConfig(**{**cfg.to_dict(), "hidden": (5,), "free_bits": free_bits}), backend)
+    assert report.passed, report
+
+
+def test_free_bits_charge_each_unit_at_least_lambda_and_report_the_true_kl():
+    base = VAEConfig(x_dim=6, hidden=(5,), z_dim=4)
+    params = vae.init_params(base, dtype="float64", init="uniform")
+    g = B.Generator(0)
+    x, eps = g.uniform((4, 6), "float64"), g.normal((1, 4, 4), "float64")
+    mu, logvar = vae.encode(params, x, base)
+    kls = np.mean(D.gaussian_kl_forward(mu, logvar, per_dim=True)[0], axis=0)
+    elbo = vae.loss_and_grads(params, x, eps, base)
+    recon_only = vae.loss_and_grads(params, x, eps, VAEConfig(x_dim=6, hidden=(5,), z_dim=4, beta=0.0))
+    for lam in (0.5 * kls.min(), 2 * kls.max(), float(np.median(kls))):
+        loss, grads, stats = vae.loss_and_grads(params, x, eps, VAEConfig(x_dim=6, hidden=(5,), z_dim=4,
+                                                                         free_bits=lam))
+        assert stats["kl"] == elbo[2]["kl"] and stats["recon"] == elbo[2]["recon"]   # the true KL
+        assert loss == pytest.approx(stats["recon"] + np.maximum(kls, lam).sum(), rel=1e-13)
+        if lam < kls.min():      # every unit charged: the ELBO's gradient
+            reference = elbo[1]
+        elif lam > kls.max():    # every unit free: no KL gradient at all
+            reference = recon_only[1]
+        else:
+            continue
+        for k in grads:
+            np.testing.assert_allclose(grads[k], reference[k], rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="free_bits: expected a finite number of nats >= 0"):
+        VAEConfig(x_dim=6, free_bits=-1.0)
+
+
 def test_rel_error_is_scaled_by_the_largest_gradient():
     numeric = np.array([1.0, 1e-12])
     analytic = np.array([1.0, 2e-12])
@@ -96,9 +140,9 @@ def _logvar_as_log_std(dz, cache):
     return xp.sum(dz, axis=0), std * xp.sum(dz * eps, axis=0)
 
 
-def _kl_sign_slip(dkl, cache):
+def _kl_sign_slip(dkl, cache, per_dim=False):
     mu, var = cache
-    dkl = dkl[..., None]
+    dkl = dkl if per_dim else dkl[..., None]
     return dkl * mu, dkl * 0.5 * (1.0 - var)
 
 
