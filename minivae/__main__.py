@@ -137,7 +137,15 @@ def model_config(args, x_dim):
     likelihood, variance = LIKELIHOOD_MODES[args.likelihood]
     return VAEConfig(x_dim=x_dim, hidden=args.hidden, z_dim=args.z_dim, activation=args.activation,
                      likelihood=likelihood, variance=variance, sigma=args.sigma,
-                     n_samples=args.n_samples, init=args.init, init_std=args.init_std, beta=args.beta)
+                     n_samples=args.n_samples, init=args.init, init_std=args.init_std, beta=args.beta,
+                     free_bits=args.free_bits)
+
+
+def binarize(args) -> str:
+    """``--binarize``, or its default: a Bernoulli decoder is a probability only for binary pixels."""
+    if args.binarize is not None:
+        return args.binarize
+    return "dynamic" if LIKELIHOOD_MODES[args.likelihood][0] == "bernoulli" else "none"
 
 
 def train_config(args):
@@ -145,7 +153,7 @@ def train_config(args):
     from .train import TrainConfig
     return TrainConfig(dataset=args.dataset, epochs=args.epochs or 300, batch_size=args.batch_size,
                        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-                       opt_eps=args.opt_eps, binarize=args.binarize, seed=args.seed,
+                       opt_eps=args.opt_eps, binarize=binarize(args), seed=args.seed,
                        backend=args.backend, dtype=args.dtype, max_steps=args.max_steps,
                        data_dir=args.data_dir, threads=args.threads, sync_every=args.sync_every,
                        kl_warmup=args.kl_warmup, keep=args.keep or 2)
@@ -403,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--beta", type=_number(positive=False), default=1.0,
                    help="weight of the KL term in the training loss (1: the ELBO; reported ELBOs "
                         "always use 1)")
+    t.add_argument("--free-bits", type=_number(positive=False), default=0.0, metavar="NATS",
+                   help="free bits per latent dimension (Kingma et al. 2016): a unit's batch-mean KL "
+                        "below NATS costs nothing in training (0: the ELBO)")
     t.add_argument("--kl-warmup", type=_number(positive=False), default=0.0, metavar="EPOCHS",
                    help="raise the KL weight linearly from 0 to --beta over this many epochs")
     t.add_argument("--init", default="normal", choices=["normal", "uniform", "glorot"])
@@ -416,7 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=_number(positive=False), default=0.0,
                    help="the N(0, I) weight prior of the paper is 1/N_train")
     t.add_argument("--opt-eps", type=_number(positive=True), default=None, help="the optimizer's epsilon")
-    t.add_argument("--binarize", default="none", choices=["none", "static", "dynamic"])
+    t.add_argument("--binarize", default=None, choices=["none", "static", "dynamic"],
+                   help="default: dynamic for the Bernoulli likelihood (so that the data are binary and "
+                        "evaluate's numbers bound log p(x)), none for the others")
     t.add_argument("--max-steps", type=positive, default=None, help="stop after this many updates")
     t.add_argument("--seed", type=count, default=0)
     t.add_argument("--backend", default="numpy", choices=BACKEND_CHOICES,

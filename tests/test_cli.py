@@ -185,14 +185,32 @@ def test_doctor_runs_the_gpu_checks_on_the_stand_in_and_fails_on_a_wrong_gradien
     assert "[FAIL] gradient check on strict" in text and "<-- FAILED" in text
 
 
-def test_evaluate_on_grayscale_bernoulli_never_calls_it_log_px(run, capsys):
-    """The default-style run (Bernoulli on grayscale digits, binarize none)."""
-    assert main(["evaluate", str(run), "--k", "10", "--limit", "50"]) == 0
+def test_evaluate_on_grayscale_bernoulli_never_calls_it_log_px(tmp_path, capsys):
+    """A Bernoulli on grayscale digits (binarize none, asked for)."""
+    gray = tmp_path / "gray"
+    assert main(["train", "--epochs", "1", "--binarize", "none", "--out", str(gray), *SMALL]) == 0
+    assert main(["evaluate", str(gray), "--k", "10", "--limit", "50"]) == 0
     text = capsys.readouterr().out
     assert "log p(x)" not in text and "bound" not in text.split("note:")[0]
     assert "the Bernoulli formula is not a probability for grayscale pixels" in text
-    record = json.loads((run / "evaluation.json").read_text())
+    record = json.loads((gray / "evaluation.json").read_text())
     assert record["likelihood_is_density"] is False and "not bounds on a log-likelihood" in record["what"]
+
+
+def test_the_default_run_is_binarized_and_its_bounds_are_bounds(run, capsys):
+    """`python -m minivae train` with no options: the Bernoulli decoder on dynamically binarized
+    digits, so evaluate states true bounds on log p(x) and has nothing to warn about."""
+    assert json.loads((run / "run.json").read_text())["train"]["binarize"] == "dynamic"
+    assert main(["evaluate", str(run), "--k", "10", "--limit", "50"]) == 0
+    text = capsys.readouterr().out
+    assert "log p(x) >= L_10" in text and "note:" not in text and "not a probability" not in text
+    record = json.loads((run / "evaluation.json").read_text())
+    assert record["likelihood_is_density"] is True
+    from minivae.__main__ import build_parser, binarize
+    for argv, expected in ((["train"], "dynamic"), (["train", "--likelihood", "gaussian"], "none"),
+                           (["train", "--likelihood", "continuous_bernoulli"], "none"),
+                           (["train", "--binarize", "static"], "static")):
+        assert binarize(build_parser().parse_args(argv)) == expected, argv
 
 
 def test_evaluate_on_binarized_data_states_the_bound(tmp_path, capsys):
