@@ -369,8 +369,10 @@ def backward(cache, cfg: VAEConfig) -> dict:
     if cfg.free_bits:   # d loss / d KL_bj = beta/B for the charged units j, 0 for the free ones
         kl_cache, charged = kl_cache
         dkl = xp.astype(charged, x.dtype) * (cfg.beta / B)                   # (Z,)
+        dmu_kl, dlogvar_kl = gaussian_kl_backward(dkl, kl_cache, per_dim=True)
     else:
         dkl = xp.full((B,), cfg.beta / B, dtype=x.dtype, device=x.device)
+        dmu_kl, dlogvar_kl = gaussian_kl_backward(dkl, kl_cache)            # (B, Z) each
 
     # likelihood -> decoder heads
     mlp_caches, out_cache, lv_cache = dec_cache
@@ -392,7 +394,6 @@ def backward(cache, cfg: VAEConfig) -> dict:
     # decoder trunk -> z -> (mu, logvar)
     dz = _mlp_backward(dh, mlp_caches, "dec", cfg.activation, grads, need_dx=True)  # (L B, Z)
     dmu, dlogvar = reparameterize_backward(xp.reshape(dz, (L, B, Z)), rep_cache)      # (B, Z)
-    dmu_kl, dlogvar_kl = gaussian_kl_backward(dkl, kl_cache, per_dim=bool(cfg.free_bits))
     dmu += dmu_kl           # mu and logvar fan out to the sample and the KL
     dlogvar += dlogvar_kl
 

@@ -140,9 +140,9 @@ def _logvar_as_log_std(dz, cache):
     return xp.sum(dz, axis=0), std * xp.sum(dz * eps, axis=0)
 
 
-def _kl_sign_slip(dkl, cache, per_dim=False):
+def _kl_sign_slip(dkl, cache):
     mu, var = cache
-    dkl = dkl if per_dim else dkl[..., None]
+    dkl = dkl[..., None]
     return dkl * mu, dkl * 0.5 * (1.0 - var)
 
 
