@@ -2,7 +2,8 @@
 them into a learner's folder (``python -m minivae tutorials DIR``).
 
     from minivae.tutorial import start
-    t = start("01")          # t.quick, t.figures
+    t = start("01")          # t.figures, t.quick
+    sizes = t.sizes(epochs=60)      # sizes.epochs: 60, or quick mode's smaller value
     t.save(fig, "posteriors.png")   # a PNG in t.figures; inline too when run in a notebook
 
 Figures go to ``$MINIVAE_FIGURES/<number>`` if set, else to ``_output/<number>`` beside the tutorial
@@ -12,7 +13,9 @@ never switched: a notebook keeps its inline backend, a headless run gets Agg fro
 
 ``MINIVAE_QUICK=1`` selects quick mode: smaller data and fewer epochs, so that every tutorial runs in
 seconds in the tests. It says so when it starts, and a claim that holds only at full size is checked
-only there (``t.full_size_claim``) and labelled in the quick output.
+only there (``t.full_size_claim``) and labelled in the quick output. The lesson's code names only its
+own sizes (``t.sizes(epochs=60)``); the smaller ones of quick mode live here, in ``QUICK_SIZES``, so
+that the code a learner reads is the run they get, without the test suite's switch in it.
 """
 
 from __future__ import annotations
@@ -65,6 +68,18 @@ def legible(fig) -> None:
             pass
 
 
+# Quick mode's sizes, per tutorial, by the names the tutorial gives its full sizes in ``sizes(...)``.
+QUICK_SIZES = {
+    "01": {"ae_epochs": 8, "bars_epochs": 20, "grid_points": 8001},
+    "03": {"repeats": 200, "epochs": 5},
+    "04": {"samples": 20_000, "epochs": 15},
+    "05": {"epochs": 3},
+    "06": {"steps": 3000},
+    "07": {"fashion_mnist": False, "digits_epochs": 4, "manifold_n": 15, "n_eval": 200, "ks": (1, 10, 100)},
+    "08": {"repeats": 5, "batches": (100,)},
+}
+
+
 @dataclass
 class Tutorial:
     number: str
@@ -88,6 +103,17 @@ class Tutorial:
         if in_notebook():
             from IPython.display import Image, display
             display(Image(filename=str(path)))
+
+    def sizes(self, **full):
+        """The run's sizes: ``full`` (name -> the full run's value), or in quick mode the smaller
+        values of ``QUICK_SIZES``. A name that one of them has and the other lacks is a KeyError, so
+        that a size renamed in a tutorial cannot silently run at full size in the tests."""
+        from types import SimpleNamespace
+        quick = QUICK_SIZES.get(self.number, {})
+        if set(quick) != set(full):
+            raise KeyError(f"tutorial {self.number}'s sizes {sorted(full)} are not quick mode's "
+                           f"{sorted(quick)} (minivae/tutorial.py, QUICK_SIZES)")
+        return SimpleNamespace(**(quick if self.quick else full))
 
     def full_size_claim(self, holds: bool, claim: str) -> None:
         """Assert ``claim`` in a full run; in quick mode, say whether it happened to hold."""

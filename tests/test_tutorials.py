@@ -30,6 +30,30 @@ def test_tutorial_is_in_percent_format(path):
     assert "import minivae" in text or "from minivae" in text
 
 
+def test_the_lesson_code_carries_no_test_switch():
+    """A learner reads the run they get: no tutorial's code branches on quick mode or names its
+    sizes; quick mode's sizes are looked up by name (tutorial.QUICK_SIZES), and a name that the
+    tutorial and the table do not share is an error, not a silent full-size test run."""
+    import re
+
+    from minivae.tutorial import QUICK_SIZES, Tutorial
+    switch = re.compile(r"QUICK|\.quick\b|MINIVAE_QUICK")
+    hits = [f"{p.name}:{i}: {line.strip()}" for p in TUTORIALS
+            for i, line in enumerate(p.read_text().splitlines(), 1) if switch.search(line)]
+    assert not hits, hits
+    for number, quick in QUICK_SIZES.items():
+        path = next(p for p in TUTORIALS if p.name.startswith(number))
+        call = re.search(r"tut\.sizes\(([^)]*(?:\([^)]*\)[^)]*)*)\)", path.read_text())
+        assert call, path.name
+        names = set(re.findall(r"(\w+)=", call.group(1)))
+        assert names == set(quick), (path.name, names, set(quick))
+    t = Tutorial("04", quick=True, figures=Path("."))
+    assert t.sizes(samples=1_000_000, epochs=60).samples == QUICK_SIZES["04"]["samples"]
+    assert Tutorial("04", quick=False, figures=Path(".")).sizes(samples=10, epochs=6).samples == 10
+    with pytest.raises(KeyError, match="QUICK_SIZES"):
+        t.sizes(samples=1_000_000, epoch=60)       # misspelt: would run 60 epochs in the tests
+
+
 def test_nothing_a_user_sees_names_the_projects_background_documents():
     """Tutorials, notebooks, exercises, the book's pages, README and the package quote a question or a
     slip itself, never a background document by its number or a path outside the repository."""
@@ -271,7 +295,7 @@ def test_the_try_this_commands_run_as_the_tutorials_say(tmp_path, capsys, monkey
     small = ["--hidden", "16", "--batch-size", "128", "--epochs", "2", "--no-progress"]
     binary, gray = tmp_path / "binary", tmp_path / "gray"
     assert main(["train", "--binarize", "dynamic", "--out", str(binary), *small]) == 0         # 5.3
-    assert main(["train", "--out", str(gray), *small]) == 0                                    # 7.2
+    assert main(["train", "--binarize", "none", "--out", str(gray), *small]) == 0              # 5.3, 7.2
     capsys.readouterr()
     assert main(["evaluate", str(binary), "--k", "20", "--limit", "50"]) == 0                  # 5.3, 7.1
     out = capsys.readouterr().out

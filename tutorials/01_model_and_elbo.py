@@ -46,8 +46,9 @@ from minivae import VAEConfig, bounds, data, train
 from minivae.backend import Generator
 from minivae.tutorial import start
 
-tut = start("01")  # quick mode or not, and where figures go (see minivae/tutorial.py)
-QUICK, FIGURES = tut.quick, tut.figures
+tut = start("01")  # where figures go, and this run's sizes (see minivae/tutorial.py)
+FIGURES = tut.figures
+sizes = tut.sizes(ae_epochs=60, bars_epochs=300, grid_points=40001)
 
 # %% [markdown]
 # ## What you will build, and why it is not just an autoencoder
@@ -71,7 +72,7 @@ digits = data.load_digits()
 pair = {}
 for name, beta in (("autoencoder (KL weight 0)", 0.0), ("VAE (KL weight 1)", 1.0)):
     cfg_p = VAEConfig(x_dim=64, hidden=(256,), z_dim=2, beta=beta)
-    result = train.train(cfg_p, train.TrainConfig(epochs=8 if QUICK else 60, batch_size=32, seed=0),
+    result = train.train(cfg_p, train.TrainConfig(epochs=sizes.ae_epochs, batch_size=32, seed=0),
                          FIGURES / ("ae" if beta == 0 else "vae"), data=digits, overwrite=True,
                          progress=False, log=lambda *a: None)
     mu_test = minivae.encode(result["params"], digits.x_test, cfg_p)[0]
@@ -179,7 +180,7 @@ tut.save(fig, "model.png")
 # %%
 bars = data.make_bars(n=800, size=4, seed=0)
 cfg = VAEConfig(x_dim=16, hidden=(32,), z_dim=1, likelihood="bernoulli", init="uniform")
-run = train.train(cfg, train.TrainConfig(dataset="bars", epochs=20 if QUICK else 300, batch_size=50,
+run = train.train(cfg, train.TrainConfig(dataset="bars", epochs=sizes.bars_epochs, batch_size=50,
                                          lr=3e-3, dtype="float64", seed=0),
                   FIGURES / "run", data=bars, overwrite=True, progress=False, log=lambda *a: None)
 params = run["params"]
@@ -209,7 +210,7 @@ print(f"trained: test -ELBO {run['last']['test_loss']:.4f} nats")
 # Now every term by quadrature, for a few images.
 
 # %%
-G = 40001 if not QUICK else 8001
+G = sizes.grid_points
 z_grid = np.linspace(-10.0, 10.0, G)
 dz = z_grid[1] - z_grid[0]
 

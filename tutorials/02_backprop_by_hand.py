@@ -33,8 +33,8 @@ from minivae import layers
 from minivae.gradcheck import check_pair, numerical_gradient, rel_error
 from minivae.tutorial import start
 
-tut = start("02")  # quick mode or not, and where figures go (see minivae/tutorial.py)
-QUICK, FIGURES = tut.quick, tut.figures
+tut = start("02")  # where figures go (see minivae/tutorial.py)
+FIGURES = tut.figures
 rng = np.random.default_rng(0)
 
 # %% [markdown]

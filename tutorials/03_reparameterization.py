@@ -30,9 +30,10 @@ import minivae
 from minivae import VAEConfig, data, train
 from minivae.tutorial import start
 
-tut = start("03")  # quick mode or not, and where figures go (see minivae/tutorial.py)
-QUICK, FIGURES = tut.quick, tut.figures
-REPEATS = 200 if QUICK else 1000
+tut = start("03")  # where figures go, and this run's sizes (see minivae/tutorial.py)
+FIGURES = tut.figures
+sizes = tut.sizes(repeats=1000, epochs=60)
+REPEATS = sizes.repeats
 
 # %% [markdown]
 # ## Where the score-function identity comes from
@@ -112,7 +113,7 @@ for S, pm, pv, sm, sv in rows:
 # %%
 digits = data.load_digits()
 cfg = VAEConfig(x_dim=64, hidden=(64,), z_dim=8)
-run = train.train(cfg, train.TrainConfig(epochs=5 if QUICK else 60, batch_size=32, lr=3e-3, dtype="float64"),
+run = train.train(cfg, train.TrainConfig(epochs=sizes.epochs, batch_size=32, lr=3e-3, dtype="float64"),
                   FIGURES / "run", data=digits, overwrite=True, progress=False, log=lambda *a: None)
 params = run["params"]
 x = digits.x_test[:1].astype(np.float64)

@@ -32,8 +32,9 @@ import minivae
 from minivae import VAEConfig, optim
 from minivae.tutorial import start
 
-tut = start("06")  # quick mode or not, and where figures go (see minivae/tutorial.py)
-QUICK, FIGURES = tut.quick, tut.figures
+tut = start("06")  # where figures go, and this run's sizes (see minivae/tutorial.py)
+FIGURES = tut.figures
+sizes = tut.sizes(steps=12000)
 
 # %% [markdown]
 # ## Data from a pPCA model, and the pPCA maximum log-likelihood
@@ -79,7 +80,7 @@ def exact_log_px(p, X):
 cfg = VAEConfig(x_dim=D_, hidden=(), z_dim=Z_, likelihood="gaussian", variance="shared", init="uniform")
 params = minivae.init_params(cfg, seed=0, dtype="float64")
 state = {}
-steps = 3000 if QUICK else 12000
+steps = sizes.steps
 history = []
 for t in range(steps):
     lr = 3e-2 if t < steps // 2 else (3e-3 if t < 0.85 * steps else 3e-4)
@@ -94,7 +95,8 @@ elbo, log_px = history[-1][1], history[-1][2]
 print(f"after {steps} steps: ELBO {elbo:.5f}, log p(x) of the VAE's model {log_px:.5f}, pPCA max {ppca_ll:.5f}")
 print(f"  gap to the pPCA optimum {ppca_ll - elbo:.5f} nats; KL(q || p(z|x)) = log p(x) - ELBO = {log_px - elbo:.5f}")
 assert elbo <= log_px + 1e-9 <= ppca_ll + 1e-6         # ELBO <= log p(x) <= max log-likelihood
-assert ppca_ll - elbo < (0.1 if QUICK else 0.005)
+assert ppca_ll - elbo < 0.1
+tut.full_size_claim(ppca_ll - elbo < 2e-4, "the ELBO ends within about 1e-4 nats of the pPCA maximum")
 
 # %% [markdown]
 # The ELBO climbs to within about $10^{-4}$ nats of the pPCA maximum (full run: gap 0.0001), and the VAE's exact
@@ -109,8 +111,8 @@ print(f"learned sigma^2 = {math.exp(float(params['dec.logvar'])):.4f} (sigma^2_M
 print(f"W W^T = {np.round(gram, 3).tolist()}  (off-diagonal / diagonal: {abs(gram[0, 1]) / np.sqrt(gram[0, 0] * gram[1, 1]):.2e})")
 print(f"eigenvalues of W^T W + sigma^2 I vs the data's top ones: "
       f"{np.round(np.linalg.eigvalsh(W.T @ W)[::-1][:Z_] + math.exp(float(params['dec.logvar'])), 4)} vs {np.round(lam[:Z_], 4)}")
-if not QUICK:
-    assert abs(math.exp(float(params["dec.logvar"])) - sigma2_ml) < 0.01 * sigma2_ml
+tut.full_size_claim(abs(math.exp(float(params["dec.logvar"])) - sigma2_ml) < 0.01 * sigma2_ml,
+                    "the learned decoder variance recovers sigma^2_ML (within 1%)")
 
 # %%
 import matplotlib.pyplot as plt

@@ -33,15 +33,16 @@ from minivae import VAEConfig, bounds, data, plots, train
 from minivae.backend import Generator
 from minivae.tutorial import start
 
-tut = start("07")  # quick mode or not, and where figures go (see minivae/tutorial.py)
-QUICK, FIGURES = tut.quick, tut.figures
+tut = start("07")  # where figures go, and this run's sizes (see minivae/tutorial.py)
+FIGURES = tut.figures
+sizes = tut.sizes(fashion_mnist=True, digits_epochs=100, manifold_n=20, n_eval=500, ks=(1, 10, 100, 1000))
 
-if not QUICK and data.locate("fashion-mnist"):
+if sizes.fashion_mnist and data.locate("fashion-mnist"):
     ds = data.load_dataset("fashion-mnist", progress=False)
-    hidden, epochs, batch, sizes = (256,), 8, 100, (2, 5, 20)
+    hidden, epochs, batch, z_dims = (256,), 8, 100, (2, 5, 20)
 else:
     ds = data.load_digits()
-    hidden, epochs, batch, sizes = (128,), (4 if QUICK else 100), 32, (2, 5, 20)
+    hidden, epochs, batch, z_dims = (128,), sizes.digits_epochs, 32, (2, 5, 20)
 print(f"data: {ds.name}, {len(ds.x_train)} training images of {ds.image_shape}; hidden {hidden}, "
       f"{epochs} epochs per latent size")
 
@@ -52,7 +53,7 @@ print(f"data: {ds.name}, {len(ds.x_train)} training images of {ds.image_shape}; 
 
 # %%
 runs = {}
-for z in sizes:
+for z in z_dims:
     cfg = VAEConfig(x_dim=ds.x_dim, hidden=hidden, z_dim=z)
     out = FIGURES / f"z{z}"
     tcfg = train.TrainConfig(epochs=epochs, batch_size=batch, seed=0, binarize="dynamic")
@@ -70,7 +71,7 @@ for z in sizes:
 # %%
 two = runs[2]
 x_test = train.prepare_data(ds, tcfg)[1]  # the binarized test set every run is scored on
-plots.plot_manifold(two["params"], two["cfg"], ds.image_shape, FIGURES / "manifold.png", n=15 if QUICK else 20)
+plots.plot_manifold(two["params"], two["cfg"], ds.image_shape, FIGURES / "manifold.png", n=sizes.manifold_n)
 tut.show(FIGURES / "manifold.png")
 # the test set in latent space: drawn live below, with this figure where JavaScript cannot run
 plots.plot_latent(two["params"], two["cfg"], x_test[:2000], ds.y_test[:2000], FIGURES / "latent.png",
@@ -113,7 +114,7 @@ explorer
 # Samples from the $N_z = 20$ model: $z \sim \mathcal N(0, I)$, decoded.
 
 # %%
-plots.plot_samples(runs[max(sizes)]["params"], runs[max(sizes)]["cfg"], ds.image_shape, FIGURES / "samples.png")
+plots.plot_samples(runs[max(z_dims)]["params"], runs[max(z_dims)]["cfg"], ds.image_shape, FIGURES / "samples.png")
 tut.show(FIGURES / "samples.png")
 
 # %% [markdown]
@@ -137,8 +138,8 @@ tut.save(fig, "bound_vs_samples.png")
 final = {z: -float(r["rows"][-1]["test_loss"]) for z, r in runs.items()}
 for z, v in final.items():
     print(f"N_z = {z:>2}: final test ELBO {v:.2f} nats per image")
-tut.full_size_claim(all(final[a] < final[b] for a, b in zip(sizes, sizes[1:])),
-                    f"more latent dimensions give a better bound ({' < '.join(f'N_z = {z}' for z in sizes)}), "
+tut.full_size_claim(all(final[a] < final[b] for a, b in zip(z_dims, z_dims[1:])),
+                    f"more latent dimensions give a better bound ({' < '.join(f'N_z = {z}' for z in z_dims)}), "
                     f"as in the paper's Figure 2")
 
 # %% [markdown]
@@ -150,8 +151,7 @@ tut.full_size_claim(all(final[a] < final[b] for a, b in zip(sizes, sizes[1:])),
 # the prior, switched off by the KL term.
 
 # %%
-n_eval = 200 if QUICK else 500
-ks = (1, 10, 100) if QUICK else (1, 10, 100, 1000)
+n_eval, ks = sizes.n_eval, sizes.ks
 x_eval = x_test[:n_eval]
 print(f"{'N_z':>4}" + "".join(f"{'L_' + str(k):>10}" for k in ks) + f"{'active':>8}")
 table = {}

@@ -25,8 +25,9 @@ import minivae
 from minivae import VAEConfig, backend as B
 from minivae.tutorial import start
 
-tut = start("08")  # quick mode or not, and where figures go (minivae/tutorial.py)
-QUICK, FIGURES = tut.quick, tut.figures
+tut = start("08")  # where figures go, and this run's sizes (see minivae/tutorial.py)
+FIGURES = tut.figures
+sizes = tut.sizes(repeats=30, batches=(100, 1000))
 
 for name in B.BACKENDS:
     print(f"{name:<8} available: {B.is_available(name)}")
@@ -154,11 +155,11 @@ def train_one_epoch(n_steps=300):
     return 1e3 * run["last"]["seconds"] / n_steps, int(run["last"]["threads"])
 
 
-repeats = 5 if QUICK else 30
+repeats = sizes.repeats
 timings = {}
 for name in [b for b in ("numpy", "cupy") if B.is_available(b)]:
     for dtype in ("float32", "float64"):
-        for batch in ((100,) if QUICK else (100, 1000)):
+        for batch in sizes.batches:
             for n in (sorted({1, cores}) if name == "numpy" else [None]):
                 seconds = time_step(name, dtype, batch, repeats, n)
                 timings[(name, dtype, batch, n)] = seconds
@@ -234,13 +235,18 @@ if cores > 1:
           f"{quiet[cores] / quiet[1]:.2f}x")
 
 # %% [markdown]
-# Read the table: a count that wins on a quiet machine can lose badly when a single other program
-# is busy, and only a measurement tells which. `train` measures on its own steps: it runs in windows
+# Read the table. Its last line gives the two counts' ratio, quiet and with one program spinning:
+# the count that wins on a quiet machine need not win on a busy one, and only a measurement tells
+# which. `train` measures on its own steps: it runs in windows
 # of about half a second, tries each count on two windows, alternating (one window each can be
-# fooled by a few slow seconds of the machine), keeps the faster, and tries the others again every
-# 20 seconds or so, or at once when its step time jumps. In the one short epoch above (300 steps,
-# a few seconds) those trial windows are a large share of the steps, and `train()`'s time includes
-# them; over a run of many epochs they are a few percent of it (benchmarks/ measures whole epochs). `metrics.csv` records, per epoch, the count most steps ran with (column
+# fooled by a few slow seconds of the machine), keeps the faster, tries the others again after a
+# few windows when its choice is new (then after twice as many each time it changes), every 20
+# seconds or so once a second look confirmed it, and at once when its step time jumps. In the one
+# short epoch above (300 steps, a few seconds) those trial windows are a large share of the steps.
+# And `train()`'s number is the mean over the whole epoch, its first steps and its slow steps
+# included, where the columns beside it are medians, which leave the slow steps out: so in this
+# table it can lie above both counts. Over a run of many epochs the trials are a few percent of
+# it (benchmarks/ measures whole epochs). `metrics.csv` records, per epoch, the count most steps ran with (column
 # `threads`). The products' last bits depend on how they
 # were split, so `--threads N` fixes the count when a run must be reproduced bit for bit.
 # `python benchmarks/train_speed.py --busy 1` compares whole epochs, quiet and busy, with PyTorch.
