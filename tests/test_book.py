@@ -102,6 +102,9 @@ def test_every_page_in_a_real_browser(book, server, browser):
         cut = page.evaluate("""() => Array.from(document.querySelectorAll('div.cell_output pre'))
             .filter(p => p.scrollWidth > p.clientWidth + 1).map(p => p.innerText.slice(0, 80))""")
         assert not cut, (name, "printed lines cut off", cut[:3])
+        code_cut = page.evaluate("""() => Array.from(document.querySelectorAll('div.cell_input pre, div.highlight pre'))
+            .filter(p => p.offsetParent && p.scrollWidth > p.clientWidth + 1).map(p => p.innerText.slice(0, 80))""")
+        assert not code_cut, (name, "code lines cut off at 1280 px", code_cut[:3])
         if shots:
             Path(shots).mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(Path(shots) / name.replace(".html", ".png")), full_page=False)
@@ -110,7 +113,9 @@ def test_every_page_in_a_real_browser(book, server, browser):
 
 
 def test_every_page_fits_a_phone(book, server, browser):
-    """At 390 px no page scrolls sideways: display math scrolls in its own box, figures shrink."""
+    """At 390 px no page scrolls sideways: display math, wide tables and figures scroll in their own
+    boxes (a table with a shadow at the hidden edge), a figure is not shrunk until its text is below
+    8 px, and the previous/next links wrap inside the screen."""
     shots = os.environ.get("MINIVAE_SCREENSHOTS")
     for name in pages(book):
         page = browser.new_page(viewport={"width": 390, "height": 844})
@@ -120,9 +125,44 @@ def test_every_page_fits_a_phone(book, server, browser):
             page.evaluate("() => MathJax.startup.promise")
         width = page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 391, (name, f"{width} px wide on a 390 px screen")
+        # figures: shown at 578 px or more (their text, 9 px at the 650 px column, stays >= 8 px), or
+        # at their own size if smaller; a wider one scrolls inside its output box
+        small = page.evaluate("""() => Array.from(document.querySelectorAll('div.cell_output img'))
+            .filter(i => i.naturalWidth && i.getBoundingClientRect().width < Math.min(i.naturalWidth, 578) - 1)
+            .map(i => [i.src.split('/').pop(), i.naturalWidth, Math.round(i.getBoundingClientRect().width)])""")
+        assert not small, (name, "figures shrunk below legibility (name, natural, shown px)", small[:3])
+        # the previous/next footer lies inside the screen
+        footer = page.evaluate("""() => Array.from(document.querySelectorAll('.prev-next-area a'))
+            .map(a => a.getBoundingClientRect()).map(r => [Math.round(r.left), Math.round(r.right)])""")
+        assert all(left >= 0 and right <= 390 for left, right in footer), (name, footer)
+        # a table wider than the column scrolls in its own box, with a shadow at the hidden edge:
+        # at the scroll's start, with the table's text hidden, the box's right edge is darker than
+        # its left edge
+        boxes = page.query_selector_all(".pst-scrollable-table-container")
+        for box in boxes:
+            if not box.evaluate("b => b.scrollWidth > b.clientWidth + 1"):
+                continue
+            assert box.evaluate("b => getComputedStyle(b).overflowX") == "auto", name
+            box.scroll_into_view_if_needed()
+            r = box.bounding_box()
+            assert r["x"] + r["width"] <= 391, (name, r)
+            box.evaluate("b => { b.scrollLeft = 0; b.firstElementChild.style.visibility = 'hidden'; }")
+            left, right = (mean_gray(page.screenshot(clip={"x": x, "y": r["y"], "width": 6,
+                                                             "height": min(r["height"], 600)}))
+                           for x in (r["x"], r["x"] + r["width"] - 6))
+            box.evaluate("b => { b.firstElementChild.style.visibility = ''; }")
+            assert right < left - 8, (name, "no visible cue that the table scrolls", left, right)
         if shots:
             page.screenshot(path=str(Path(shots) / ("phone-" + name.replace(".html", ".png"))), full_page=False)
         page.close()
+
+
+def mean_gray(png: bytes) -> float:
+    """The mean brightness (0-255) of a screenshot."""
+    import io
+
+    from PIL import Image
+    return sum(Image.open(io.BytesIO(png)).convert("L").getdata()) / max(1, len(Image.open(io.BytesIO(png)).getdata()))
 
 
 def page_bytes(book, name) -> int:
