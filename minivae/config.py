@@ -75,20 +75,11 @@ class VAEConfig:
             raise ValueError(f"variance={self.variance!r} applies to likelihood='gaussian' only; "
                              f"got likelihood={self.likelihood!r}: drop the variance argument")
         for name in ("sigma", "init_std"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not (isinstance(value, numbers.Real) and math.isfinite(value)
-                                               and value > 0):
-                raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
-            object.__setattr__(self, name, float(value))
-        if isinstance(self.beta, bool) or not (isinstance(self.beta, numbers.Real)
-                                               and math.isfinite(self.beta) and self.beta >= 0):
-            raise ValueError(f"beta: expected a finite KL weight >= 0 (1 is the ELBO), got {self.beta!r}")
-        object.__setattr__(self, "beta", float(self.beta))
-        if isinstance(self.free_bits, bool) or not (isinstance(self.free_bits, numbers.Real)
-                                                    and math.isfinite(self.free_bits) and self.free_bits >= 0):
-            raise ValueError(f"free_bits: expected a finite number of nats >= 0 per latent dimension "
-                             f"(0 is the ELBO), got {self.free_bits!r}")
-        object.__setattr__(self, "free_bits", float(self.free_bits))
+            object.__setattr__(self, name, _real(name, getattr(self, name), "a positive finite number"))
+        object.__setattr__(self, "beta", _real("beta", self.beta, "a finite KL weight >= 0 (1 is the ELBO)",
+                                               positive=False))
+        object.__setattr__(self, "free_bits", _real("free_bits", self.free_bits, "a finite number of nats "
+                                                    ">= 0 per latent dimension (0 is the ELBO)", positive=False))
 
     @property
     def gaussian_variance(self) -> str | None:
@@ -120,6 +111,14 @@ def _positive_int(name, value) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
     return int(value)
+
+
+def _real(name: str, value, expected: str, positive: bool = True) -> float:
+    """``value`` as a float if it is a finite real number, > 0 (or >= 0 when not ``positive``)."""
+    if isinstance(value, bool) or not (isinstance(value, numbers.Real) and math.isfinite(value)
+                                       and (value > 0 if positive else value >= 0)):
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return float(value)
 
 
 def _one_of(name, value, choices):

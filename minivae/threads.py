@@ -150,7 +150,7 @@ class ThreadChoice:
             if self.strikes >= 2 or self.since_explore >= interval(self.unsettled):   # the load changed, or may have
                 others = [n for n in self.counts if n != self.threads]
                 self.per_step, self.held = {self.threads: per_step}, self.threads
-                self.since_explore = self.strikes = 0
+                self.strikes = 0
                 self.queue = (others + [self.threads]) * (ROUNDS - 1) + others  # ROUNDS of each
                 self.threads = self.queue[0]
         if not self.queue:

@@ -24,6 +24,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 
 def in_notebook() -> bool:
@@ -108,7 +109,6 @@ class Tutorial:
         """The run's sizes: ``full`` (name -> the full run's value), or in quick mode the smaller
         values of ``QUICK_SIZES``. A name that one of them has and the other lacks is a KeyError, so
         that a size renamed in a tutorial cannot silently run at full size in the tests."""
-        from types import SimpleNamespace
         quick = QUICK_SIZES.get(self.number, {})
         if set(quick) != set(full):
             raise KeyError(f"tutorial {self.number}'s sizes {sorted(full)} are not quick mode's "

@@ -348,8 +348,8 @@ def forward(params: dict, x, eps, cfg: VAEConfig, validate: bool = True):
         kl_terms, kl_cache = gaussian_kl_forward(mu, logvar, per_dim=True)  # (B, Z)
         kl_dims = xp.sum(kl_terms, axis=0) / B                        # (Z,) each unit's mean KL
         charged = kl_dims > cfg.free_bits                             # (Z,)
-        kl_loss = xp.sum(xp.where(charged, kl_dims, xp.full_like(kl_dims, cfg.free_bits)))
-        kl_mean = xp.sum(xp.sum(kl_terms, axis=-1)) / B
+        kl_loss = xp.sum(xp.maximum(kl_dims, xp.full_like(kl_dims, cfg.free_bits)))
+        kl_mean = xp.sum(kl_dims)
         kl_cache = (kl_cache, charged)
     else:
         kl, kl_cache = gaussian_kl_forward(mu, logvar)                # (B,)
