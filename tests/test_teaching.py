@@ -455,7 +455,10 @@ def test_ctrl_c_stops_the_batch_and_keeps_every_student_graded_so_far(tmp_path):
     out = tmp_path / "results"
     with subprocess.Popen([sys.executable, "-m", "minivae.exercises", "grade", str(tmp_path / "class"), "--out",
                            str(out), "--timeout", "3", "--workers", "1", "--no-progress"], cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          # as a terminal starts it: a test run in the background (CI's jobs, `cmd &`)
+                          # ignores SIGINT, and a Python started with it ignored keeps ignoring it
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as proc:
         deadline = time.monotonic() + 120
         while not (out / "a_right" / "results.json").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
