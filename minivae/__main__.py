@@ -9,11 +9,10 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .checkpoint import MAX_KEEP
-from .config import LIKELIHOOD_MODES
+from .checks import is_number
+from .config import LIKELIHOOD_MODES, MAX_KEEP, MAX_THREADS
 
 BACKEND_CHOICES = ["numpy", "cupy", "strict", "auto"]
-MAX_THREADS = 1024
 MAX_K = 1_000_000  # evaluate --k: L_5000 is the field's standard
 
 
@@ -40,7 +39,7 @@ def _number(positive: bool):
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or (value <= 0 if positive else value < 0):
+        if not is_number(value, 0, closed=not positive):
             raise argparse.ArgumentTypeError(f"expected a finite number {'> 0' if positive else '>= 0'}, "
                                              f"got {text}")
         return value
@@ -119,7 +118,7 @@ GRADCHECK_MAX_ELEMENTS = 200_000  # every element costs 4 evaluations of the los
 def _check_gradcheck_size(args, depths) -> None:
     """One line instead of hours of finite differences (or a MemoryError) for a model too big."""
     from .config import VAEConfig
-    from .memory import n_parameters
+    from .vae import n_parameters
     for hidden in depths:
         n = n_parameters(VAEConfig(x_dim=args.x_dim, hidden=hidden, z_dim=args.z_dim,
                                    likelihood="gaussian", variance="per_pixel"))

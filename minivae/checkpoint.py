@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from .backend import from_numpy, to_numpy
-from .config import VAEConfig
+from .checks import optimizer_config
+from .config import MAX_KEEP, VAEConfig
 from .files import TRAINER_TEMP, named_error, remove, replace, require_regular, write_new_file
-from .optim import check_config
 from .vae import param_shapes
 
 FORMAT = "minivae-checkpoint"
@@ -39,7 +39,6 @@ VERSION = "3"  # 3: safetensors; versions 1-2 were an .npz + .json pair, no long
 SUFFIX = ".safetensors"
 OPT_ARRAY_KEYS = ("velocity", "sum_sq", "m", "v")  # state arrays of the rules in optim.py
 MAX_HEADER = 1 << 20  # bytes; a real header is a few kB
-MAX_KEEP = 100  # checkpoints kept; each is a whole copy of the model and its optimizer state
 _DTYPES = {"F32": np.float32, "F64": np.float64}
 
 
@@ -169,7 +168,7 @@ def _read(file: Path, expect: VAEConfig | None) -> tuple[VAEConfig, dict, dict, 
                     and all(isinstance(c, dict) for c in scalars.values())):
                 raise TypeError("its optimizer state or meta is not a map")
             for name, config in scalars.items():
-                check_config(name, config)
+                optimizer_config(name, config)
         except Exception as e:  # whatever json, the config or a check make of a damaged record
             raise CheckpointError(f"its record is damaged ({type(e).__name__}: {str(e)[:120]})") from None
         if expect is not None and expect != cfg:

@@ -1,11 +1,16 @@
-"""The model's configuration, in one dataclass, validated when it is made."""
+"""The configurations: the model's (``VAEConfig``) and training's (``TrainConfig``), each a dataclass
+checked when it is made (by checks.py), so that the code that uses one never checks it again."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
+import os
 from dataclasses import dataclass
+
+from . import optim
+from .backend import resolve
+from .checks import integer, one_of, real
+from .data import BINARIZE, DATASETS
 
 ACTIVATION_NAMES = ("tanh", "softplus", "relu")
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
@@ -63,22 +68,23 @@ class VAEConfig:
             raise ValueError(f"hidden: expected a tuple of layer widths such as (500,) or (), "
                              f"got {self.hidden!r}") from None
         # any integral or real type (np.int64(6), np.float32(0.5)) is stored as a Python int or float
-        hidden = tuple(_positive_int(f"hidden[{i}]", width) for i, width in enumerate(hidden))
+        hidden = tuple(integer(f"hidden[{i}]", width, 1, "a positive integer")
+                       for i, width in enumerate(hidden))
         object.__setattr__(self, "hidden", hidden)
         for name in ("x_dim", "z_dim", "n_samples"):
-            object.__setattr__(self, name, _positive_int(name, getattr(self, name)))
-        _one_of("activation", self.activation, ACTIVATION_NAMES)
-        _one_of("likelihood", self.likelihood, LIKELIHOODS)
-        _one_of("variance", self.variance, VARIANCES)
-        _one_of("init", self.init, INITS)
+            object.__setattr__(self, name, integer(name, getattr(self, name), 1, "a positive integer"))
+        one_of("activation", self.activation, ACTIVATION_NAMES)
+        one_of("likelihood", self.likelihood, LIKELIHOODS)
+        one_of("variance", self.variance, VARIANCES)
+        one_of("init", self.init, INITS)
         if self.likelihood != "gaussian" and self.variance != "fixed":
             raise ValueError(f"variance={self.variance!r} applies to likelihood='gaussian' only; "
                              f"got likelihood={self.likelihood!r}: drop the variance argument")
         for name in ("sigma", "init_std"):
-            object.__setattr__(self, name, _real(name, getattr(self, name), "a positive finite number"))
-        object.__setattr__(self, "beta", _real("beta", self.beta, "a finite KL weight >= 0 (1 is the ELBO)",
+            object.__setattr__(self, name, real(name, getattr(self, name), "a positive finite number"))
+        object.__setattr__(self, "beta", real("beta", self.beta, "a finite KL weight >= 0 (1 is the ELBO)",
                                                positive=False))
-        object.__setattr__(self, "free_bits", _real("free_bits", self.free_bits, "a finite number of nats "
+        object.__setattr__(self, "free_bits", real("free_bits", self.free_bits, "a finite number of nats "
                                                     ">= 0 per latent dimension (0 is the ELBO)", positive=False))
 
     @property
@@ -107,25 +113,6 @@ class VAEConfig:
         return cls(**d)
 
 
-def _positive_int(name, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return int(value)
-
-
-def _real(name: str, value, expected: str, positive: bool = True) -> float:
-    """``value`` as a float if it is a finite real number, > 0 (or >= 0 when not ``positive``)."""
-    if isinstance(value, bool) or not (isinstance(value, numbers.Real) and math.isfinite(value)
-                                       and (value > 0 if positive else value >= 0)):
-        raise ValueError(f"{name}: expected {expected}, got {value!r}")
-    return float(value)
-
-
-def _one_of(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {choices}, got {value!r}")
-
-
 # The CLI's likelihood modes: name -> (likelihood, variance).
 LIKELIHOOD_MODES = {
     "bernoulli": ("bernoulli", "fixed"),
@@ -134,3 +121,81 @@ LIKELIHOOD_MODES = {
     "gaussian_shared": ("gaussian", "shared"),
     "gaussian_per_pixel": ("gaussian", "per_pixel"),
 }
+
+
+MAX_KEEP = 100  # checkpoints kept; each is a whole copy of the model and its optimizer state
+MAX_THREADS = 1024  # more BLAS threads than cores only wait for each other
+
+
+@dataclass
+class TrainConfig:
+    """How to train. ``lr=None`` takes the optimizer's default (Adam 1e-3, Adagrad/SGD 1e-2).
+
+    ``backend="auto"`` is resolved when the config is made (cupy where usable, else numpy).
+    ``sync_every``: the step's loss and statistics stay on the device and are read back to the host
+    every this many steps (and before every checkpoint), where the NaN guard looks at them: on a GPU
+    each read stalls the pipeline, so a step itself never reads anything back.
+    ``kl_warmup``: epochs over which the KL weight rises linearly from 0 to the model's ``beta``
+    (Bowman et al. 2016; Sonderby et al. 2016); 0 means no warm-up.
+    ``keep``: checkpoints kept, the newest and ``keep - 1`` before it, so that one damaged file
+    never costs the run.
+    """
+    dataset: str = "digits"
+    epochs: int = 50
+    batch_size: int = 100
+    optimizer: str = "adam"
+    lr: float | None = None
+    weight_decay: float = 0.0
+    opt_eps: float | None = None
+    binarize: str = "none"
+    seed: int = 0
+    backend: str = "numpy"
+    dtype: str = "float32"
+    max_steps: int | None = None
+    data_dir: str | None = None
+    threads: int | None = None
+    sync_every: int = 25
+    kl_warmup: float = 0.0
+    keep: int = 2
+
+    def __post_init__(self):
+        one_of("dataset", self.dataset, DATASETS)
+        if self.optimizer not in optim.RULES:
+            raise ValueError(f"optimizer: expected one of {sorted(optim.RULES)}, got {self.optimizer!r}")
+        one_of("binarize", self.binarize, BINARIZE)
+        for name in ("epochs", "batch_size", "sync_every", "keep"):
+            setattr(self, name, integer(name, getattr(self, name), low=1))
+        if self.threads is not None and self.threads > MAX_THREADS:
+            raise ValueError(f"threads: expected an integer <= {MAX_THREADS} (more threads than cores only "
+                             f"wait for each other), got {self.threads:,}")
+        if self.keep > MAX_KEEP:
+            raise ValueError(f"keep: expected an integer <= {MAX_KEEP} (each checkpoint is a whole copy "
+                             f"of the model and its optimizer state), got {self.keep:,}")
+        self.seed = integer("seed", self.seed, low=0)
+        for name in ("max_steps", "threads"):
+            if getattr(self, name) is not None:
+                setattr(self, name, integer(name, getattr(self, name), low=1))
+        if self.lr is not None:
+            self.lr = real("lr", self.lr, "a positive learning rate")
+        if self.opt_eps is not None:
+            self.opt_eps = real("opt_eps", self.opt_eps, "a positive epsilon such as 1e-8")
+        self.weight_decay = real("weight_decay", self.weight_decay, "0 or a positive number (1/N_train "
+                                 "is the paper's prior)", positive=False)
+        self.kl_warmup = real("kl_warmup", self.kl_warmup, "0 (no warm-up) or a number of epochs",
+                              positive=False)
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise ValueError(f"data_dir: expected a folder name or None, got {self.data_dir!r}")
+        if self.data_dir is not None:  # run.json must not depend on the folder it was started in
+            self.data_dir = os.path.abspath(self.data_dir)
+        self.backend = resolve(self.backend)
+
+    def hyper(self) -> dict:
+        """The optimizer's hyperparameters for ``optim.step``."""
+        h = {"weight_decay": self.weight_decay}
+        if self.lr is not None:
+            h["lr"] = self.lr
+        if self.opt_eps is not None:
+            h["eps"] = self.opt_eps
+        return h

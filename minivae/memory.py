@@ -13,7 +13,6 @@ done by ``doing``, so the command line can say it in one line.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 
 
@@ -82,11 +81,6 @@ def doing(what: str):
 def itemsize(dtype) -> int:
     """Bytes per element of ``"float32"`` or ``"float64"``."""
     return 8 if "64" in str(dtype) else 4
-
-
-def n_parameters(cfg) -> int:
-    from .vae import param_shapes
-    return sum(math.prod(s) for s in param_shapes(cfg).values())
 
 
 def batch_bytes(cfg, batch: int, n_samples: int, itemsize: int) -> int:

@@ -114,28 +114,6 @@ def adam(w, dw, config=None):
     return w, config
 
 
-# What each hyperparameter may be: (lower bound, bound included, below 1). A checkpoint's values are
-# checked against this before a rule ever sees them (an lr of "abc" or a beta1 of 1 would crash it).
-HYPER_RANGES = {"lr": (0, False, False), "eps": (0, False, False), "weight_decay": (0, True, False),
-                "momentum": (0, True, True), "beta1": (0, True, True), "beta2": (0, True, True)}
-
-
-def check_config(name: str, config: dict) -> None:
-    """ValueError naming the first invalid scalar of a rule's ``config`` (the arrays aside)."""
-    for key, value in config.items():
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if key == "t":  # Adam's step count
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-        elif key in HYPER_RANGES:
-            low, closed, below_one = HYPER_RANGES[key]
-            ok = (number and math.isfinite(value) and (value >= low if closed else value > low)
-                  and (value < 1 or not below_one))
-        else:
-            ok = False
-        if not ok:
-            raise ValueError(f"optimizer state {name}.{key} = {value!r} is invalid")
-
-
 RULES = {"sgd": sgd, "momentum": momentum, "adagrad": adagrad, "adam": adam}
 _STATE_KEYS = {"sgd": (), "momentum": ("velocity",), "adagrad": ("sum_sq",), "adam": ("m", "v")}
 

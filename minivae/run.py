@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .checkpoint import checkpoint_files
 from .files import _alive, remove_stale_temporaries, require_regular, write_atomic
-from .config import VAEConfig
+from .config import TrainConfig, VAEConfig
 
 MAX_RUN_JSON = 1 << 20  # bytes; a real run.json is about 1 kB
 RUN_FILES = ("run.json", "metrics.csv", "evaluation.json", "reconstructions.png", "samples.png",
@@ -211,10 +211,8 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
-def load_run(folder) -> tuple[VAEConfig, object, str | None]:
+def load_run(folder) -> tuple[VAEConfig, TrainConfig, str | None]:
     """``(model config, TrainConfig, run id)`` of a run folder; ValueError if run.json is damaged."""
-    from .train import TrainConfig
-
     path = Path(folder) / "run.json"
     require_regular(path)
     if not path.is_file():

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import signal
 import sys
 import time
@@ -37,18 +36,19 @@ from pathlib import Path
 import numpy as np
 
 from . import optim
-from .backend import Generator, from_numpy, namespace_of, resolve, stream_versions, to_numpy
+from .backend import Generator, from_numpy, namespace_of, stream_versions, to_numpy
 from .bounds import evaluate
-from .checkpoint import (MAX_KEEP, SUFFIX, CheckpointError, checkpoint_files, load_checkpoint,
+from .checkpoint import (SUFFIX, CheckpointError, checkpoint_files, load_checkpoint,
                          save_checkpoint)
-from .config import VAEConfig
-from .memory import batch_bytes, doing, itemsize, n_parameters, require_on
-from .data import (BINARIZE, DATASETS, IDX_SOURCES, Dataset, binarize_dynamic, binarize_static,
+from .checks import all_finite
+from .config import TrainConfig, VAEConfig
+from .memory import batch_bytes, doing, itemsize, require_on
+from .data import (DATASETS, IDX_SOURCES, Dataset, binarize_dynamic, binarize_static,
                    fingerprint, load_dataset, locate)
 from .run import (RunLock, check_same_data, clear_for_new_run, load_run, new_run_id, read_metrics,
                   save_run_config, write_metrics)
 from .threads import BlasThreads, ThreadChoice, usable_cores
-from .vae import backward, forward, init_params, validate_data
+from .vae import backward, forward, init_params, n_parameters, validate_data
 
 METRICS = ["epoch", "step", "beta", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
            "test_kl", "test_active_units", "seconds", "elapsed", "threads"]
@@ -56,93 +56,6 @@ METRICS = ["epoch", "step", "beta", "train_loss", "train_recon", "train_kl", "te
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclass
-class TrainConfig:
-    """How to train. ``lr=None`` takes the optimizer's default (Adam 1e-3, Adagrad/SGD 1e-2).
-
-    ``backend="auto"`` is resolved when the config is made (cupy where usable, else numpy).
-    ``sync_every``: the step's loss and statistics stay on the device and are read back to the host
-    every this many steps (and before every checkpoint), where the NaN guard looks at them: on a GPU
-    each read stalls the pipeline, so a step itself never reads anything back.
-    ``kl_warmup``: epochs over which the KL weight rises linearly from 0 to the model's ``beta``
-    (Bowman et al. 2016; Sonderby et al. 2016); 0 means no warm-up.
-    ``keep``: checkpoints kept, the newest and ``keep - 1`` before it, so that one damaged file
-    never costs the run.
-    """
-    dataset: str = "digits"
-    epochs: int = 50
-    batch_size: int = 100
-    optimizer: str = "adam"
-    lr: float | None = None
-    weight_decay: float = 0.0
-    opt_eps: float | None = None
-    binarize: str = "none"
-    seed: int = 0
-    backend: str = "numpy"
-    dtype: str = "float32"
-    max_steps: int | None = None
-    data_dir: str | None = None
-    threads: int | None = None
-    sync_every: int = 25
-    kl_warmup: float = 0.0
-    keep: int = 2
-
-    def __post_init__(self):
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset: expected one of {DATASETS}, got {self.dataset!r}")
-        if self.optimizer not in optim.RULES:
-            raise ValueError(f"optimizer: expected one of {sorted(optim.RULES)}, got {self.optimizer!r}")
-        if self.binarize not in BINARIZE:
-            raise ValueError(f"binarize: expected one of {BINARIZE}, got {self.binarize!r}")
-        for name in ("epochs", "batch_size", "sync_every", "keep"):
-            _check_int(name, getattr(self, name), low=1)
-        if self.threads is not None and self.threads > 1024:
-            raise ValueError(f"threads: expected an integer <= 1024 (more threads than cores only wait "
-                             f"for each other), got {self.threads:,}")
-        if self.keep > MAX_KEEP:
-            raise ValueError(f"keep: expected an integer <= {MAX_KEEP} (each checkpoint is a whole copy "
-                             f"of the model and its optimizer state), got {self.keep:,}")
-        _check_int("seed", self.seed, low=0)
-        for name in ("max_steps", "threads"):
-            if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), low=1)
-        if self.lr is not None:
-            _check_number("lr", self.lr, "a positive learning rate", positive=True)
-        if self.opt_eps is not None:
-            _check_number("opt_eps", self.opt_eps, "a positive epsilon such as 1e-8", positive=True)
-        _check_number("weight_decay", self.weight_decay, "0 or a positive number (1/N_train is the "
-                      "paper's prior)", positive=False)
-        _check_number("kl_warmup", self.kl_warmup, "0 (no warm-up) or a number of epochs", positive=False)
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
-        if self.data_dir is not None and not isinstance(self.data_dir, str):
-            raise ValueError(f"data_dir: expected a folder name or None, got {self.data_dir!r}")
-        if self.data_dir is not None:  # run.json must not depend on the folder it was started in
-            self.data_dir = os.path.abspath(self.data_dir)
-        self.backend = resolve(self.backend)
-
-    def hyper(self) -> dict:
-        """The optimizer's hyperparameters for ``optim.step``."""
-        h = {"weight_decay": self.weight_decay}
-        if self.lr is not None:
-            h["lr"] = self.lr
-        if self.opt_eps is not None:
-            h["eps"] = self.opt_eps
-        return h
-
-
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
-
-
-def _check_number(name, value, what, positive):
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-          and (value > 0 if positive else value >= 0))
-    if not ok:
-        raise ValueError(f"{name}: expected {what}, got {value!r}")
 
 
 def prepare_data(data: Dataset, tcfg: TrainConfig):
@@ -247,13 +160,6 @@ def gradient(params, xb, mcfg: VAEConfig, tcfg: TrainConfig, epoch: int, step: i
     xp = namespace_of(xb)
     elbo_terms = xp.stack([stats["recon"] + stats["kl"], stats["recon"], stats["kl"]])
     return elbo_terms, backward(cache, mcfg)
-
-
-def _all_finite(arrays) -> bool:
-    """Whether every element of every array is finite, read back from the device once."""
-    arrays = list(arrays)
-    xp = namespace_of(*arrays)
-    return bool(xp.all(xp.stack([xp.all(xp.isfinite(a)) for a in arrays])))
 
 
 @dataclass
@@ -477,7 +383,7 @@ def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, ou
         """Every loss so far, then the parameters, must be finite before anything is evaluated or
         saved: no checkpoint is ever written from a diverged model."""
         losses.read(at, kept)
-        if not _all_finite([optimizer.w]):
+        if not all_finite([optimizer.w]):
             raise TrainingDiverged(f"the parameters are no longer finite after global step "
                                    f"{at.global_step} although every loss was; not saved; {kept()}. "
                                    f"{losses.advice}")

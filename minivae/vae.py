@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 from .backend import Generator, backend_of, dtype_name, from_numpy, namespace_of, resolve
+from .checks import all_finite
 from .config import VAEConfig
 from .distributions import (
     bernoulli_log_prob_backward,
@@ -34,7 +35,7 @@ from .distributions import (
     reparameterize_forward,
 )
 from .layers import ACTIVATIONS, linear_backward, linear_forward, sigmoid
-from .memory import itemsize, n_parameters, require_on
+from .memory import itemsize, require_on
 
 __all__ = ["VAEConfig", "param_shapes", "init_params", "encode", "decode", "log_likelihood",
            "likelihood_mean", "forward", "backward", "loss_and_grads", "validate_config",
@@ -65,6 +66,11 @@ def param_shapes(cfg: VAEConfig) -> dict[str, tuple[int, ...]]:
     elif cfg.gaussian_variance == "shared":
         shapes["dec.logvar"] = ()
     return shapes
+
+
+def n_parameters(cfg: VAEConfig) -> int:
+    """How many numbers the parameters of ``cfg`` hold."""
+    return sum(math.prod(shape) for shape in param_shapes(cfg).values())
 
 
 def init_params(cfg: VAEConfig, seed: int = 0, backend: str = "numpy", dtype: str = "float32",
@@ -126,9 +132,7 @@ def _check_is_array(name: str, a) -> None:
 
 
 def _check_finite(name: str, arrays) -> None:
-    arrays = list(arrays)
-    xp = namespace_of(*arrays)
-    if not bool(xp.all(xp.stack([xp.all(xp.isfinite(a)) for a in arrays]))):
+    if not all_finite(arrays):
         raise ValueError(f"{name}: contains NaN or infinite values")
 
 

@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from .sandbox import DEFAULT_MEMORY_MB, Outcome, Raised, Reply
+from .outcome import DEFAULT_MEMORY_MB, Outcome, Raised, Reply
 from .wire import Odd
 
 _ASSIGNED = re.compile(r"^\s*d(\w+)\b[^=]*?[+\-*/]?=(?!=)")

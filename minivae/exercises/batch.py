@@ -34,8 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..files import write_atomic
+from .grading import check_file
 from .result import GradeResult
-from .sandbox import DEFAULT_MEMORY_MB, Sandbox
+from .outcome import DEFAULT_MEMORY_MB
+from .sandbox import Sandbox
 
 IGNORED = {"__MACOSX", "__pycache__"}
 MAX_ZIP_BYTES = 1 << 30      # uncompressed: more than any class's Python files
@@ -171,7 +173,6 @@ def gradescope_results(grade: StudentGrade) -> dict:
 def grade_student(folder: Path, points: dict, sandbox: Sandbox, rng=None, stop=None) -> StudentGrade | None:
     """Grade every exercise in ``points`` for the student whose files are in (or under) ``folder``;
     None when ``stop`` (an ``Event``) is set before the last one is graded."""
-    from . import check_file
     started = time.perf_counter()
     files = exercise_folder(folder, points)
     results = []

@@ -20,44 +20,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import child, wire
+from .outcome import DEFAULT_MEMORY_MB, Outcome, Raised, Reply
 
 DEFAULT_TIMEOUT = 60.0
-DEFAULT_MEMORY_MB = 2048
 PRINTED_SHOWN = 2000  # characters of what the answer printed that a report shows
-
-
-@dataclass
-class Raised:
-    """An exception the answer raised: its type, message, and where in the learner's file."""
-    type: str
-    message: str
-    line: int = 0
-    code: str = ""
-    signature: str = ""   # set when the call never entered the function (a wrong signature)
-
-
-@dataclass
-class Reply:
-    """One call's result: its value (plain data) or the exception, the arguments as the call left
-    them, and the library implementations it called."""
-    value: object = None
-    raised: Raised | None = None
-    after: object = None
-    used: tuple = ()
-
-
-@dataclass
-class Outcome:
-    """What came back for a file: replies, or why there are none (``ended``, ``imported``, ``missing``)."""
-    replies: list = field(default_factory=list)
-    imported: Raised | None = None   # the file raised while it was imported
-    missing: tuple = ()              # function names the file does not define
-    ended: str = ""                  # how the process ended without a reply
-    printed: str = ""                # the start of what the answer printed
 
 
 def _raised(d) -> Raised | None:
