@@ -11,8 +11,9 @@ A run lives in one folder (see run.py)::
                              ``keep - 1`` before it stay as checkpoint-1.safetensors, ...
 
 ``train`` sets the run up (data onto the device, a new run or a resumed one) and ``_loop`` is the
-algorithm. Each guarantee lives in one named place: ``DeferredLosses`` (a step never reads back
-from the device; the NaN guard), ``guard`` in ``_loop`` (nothing non-finite is ever saved),
+algorithm: epochs of ``_Trainer.run_epoch`` (its ``step``s) and ``_Trainer.end_epoch``. Each
+guarantee lives in one named place: ``DeferredLosses`` (a step never reads back from the device;
+the NaN guard), ``_Trainer.guard`` (nothing non-finite is ever saved), ``_Trainer.stopping``,
 ``save_checkpoint`` (one atomic rename), ``RunLock`` (one trainer per run folder), ``_StopFlag``
 (a stop signal ends the run at a step boundary, saved), ``BlasThreads`` (the BLAS thread count,
 chosen from the steps' own times; threads.py).
@@ -301,9 +302,9 @@ def train(mcfg: VAEConfig, tcfg: TrainConfig, out, data: Dataset | None = None,
         save_run_config(out, mcfg, tcfg, run_id, data_record(data, tcfg.data_dir))
         rows = read_metrics(out / "metrics.csv", METRICS, before_epoch=at.epoch + 1, log=log)
         write_metrics(out / "metrics.csv", METRICS, rows)  # only the epochs the checkpoint holds
+        trainer = _Trainer(params, opt_state, at, rows, mcfg, tcfg, out, run_id, progress, callback, log, stop)
         with doing(f"training (from epoch {at.epoch + 1}, step {at.step})"):
-            status = _loop(params, opt_state, at, rows, x_train, x_test, mcfg, tcfg, out, run_id,
-                           progress, callback, log, stop)
+            status = _loop(trainer, x_train, x_test)
     if status == "interrupted":
         log(f"stopped by {signal_name(stop.signum)}; saved {ckpt}{SUFFIX}. Continue with: "
             f"python -m minivae train --resume --out {out}")
@@ -360,105 +361,135 @@ def _start(out: Path, mcfg, tcfg, resume: bool, overwrite: bool, n_batches: int,
     return init_params(mcfg, seed=tcfg.seed, backend=tcfg.backend, dtype=tcfg.dtype), {}, Progress(), run_id
 
 
-def _loop(params, opt_state, at: Progress, rows, x_train, x_test, mcfg, tcfg, out, run_id,
-          progress, callback, log, stop: "_StopFlag") -> str:
-    """The training algorithm: for each epoch, for each minibatch: draw, forward, backward, update;
-    at the end of an epoch: evaluate, record, save. Returns "finished", "interrupted" or "max_steps".
-    Mid-epoch stops (a signal in ``stop``, max_steps) save where they are, so a resume continues there."""
-    from tqdm import tqdm
+class _Trainer:
+    """One run's training state between steps, and the guarantees around the algorithm, each a method
+    with one job: ``guard`` (nothing non-finite is ever evaluated or saved), ``save`` (the checkpoint,
+    which a second Ctrl-C cannot cut in half) and ``stopping`` (a stop signal, or max_steps)."""
 
-    N, B = x_train.shape[0], tcfg.batch_size
-    n_batches = math.ceil(N / B)
-    losses = DeferredLosses(tcfg.sync_every, divergence_advice(mcfg, tcfg))
-    hyper, ckpt = tcfg.hyper(), out / "checkpoint"
-    optimizer = optim.Flat(params, opt_state, tcfg.optimizer)  # params become views of one buffer
-    rng = Generator((tcfg.seed, 1), tcfg.backend)  # rekeyed by every step: one device generator
-    versions = stream_versions(tcfg.backend)
+    def __init__(self, params, opt_state, at: Progress, rows, mcfg: VAEConfig, tcfg: TrainConfig, out,
+                 run_id, progress, callback, log, stop: _StopFlag):
+        self.params, self.opt_state, self.at, self.rows = params, opt_state, at, rows
+        self.mcfg, self.tcfg, self.out, self.run_id = mcfg, tcfg, Path(out), run_id
+        self.progress, self.callback, self.log, self.stop = progress, callback, log, stop
+        self.losses = DeferredLosses(tcfg.sync_every, divergence_advice(mcfg, tcfg))
+        self.hyper, self.ckpt = tcfg.hyper(), self.out / "checkpoint"
+        self.optimizer = optim.Flat(params, opt_state, tcfg.optimizer)  # params become views of one buffer
+        self.rng = Generator((tcfg.seed, 1), tcfg.backend)  # rekeyed by every step: one device generator
+        self.versions = stream_versions(tcfg.backend)
 
-    def kept() -> str:
-        files = [p for p in checkpoint_files(ckpt) if p.exists()]
+    def kept(self) -> str:
+        """What checkpoint a diverged run leaves, for its error message."""
+        files = [p for p in checkpoint_files(self.ckpt) if p.exists()]
         return f"the last good checkpoint is {files[0]}" if files else "no checkpoint had been written yet"
 
-    def guard() -> None:
+    def guard(self) -> None:
         """Every loss so far, then the parameters, must be finite before anything is evaluated or
         saved: no checkpoint is ever written from a diverged model."""
-        losses.read(at, kept)
-        if not all_finite([optimizer.w]):
+        self.losses.read(self.at, self.kept)
+        if not all_finite([self.optimizer.w]):
             raise TrainingDiverged(f"the parameters are no longer finite after global step "
-                                   f"{at.global_step} although every loss was; not saved; {kept()}. "
-                                   f"{losses.advice}")
+                                   f"{self.at.global_step} although every loss was; not saved; "
+                                   f"{self.kept()}. {self.losses.advice}")
 
-    def save(stop: _StopFlag) -> None:
+    def save(self) -> None:
         """Write the checkpoint (after ``guard``); a second Ctrl-C cannot cut it in half."""
-        meta = {**dataclasses.asdict(at), "train": dataclasses.asdict(tcfg), "run_id": run_id,
-                "versions": versions}
-        stop.saving = True
+        meta = {**dataclasses.asdict(self.at), "train": dataclasses.asdict(self.tcfg),
+                "run_id": self.run_id, "versions": self.versions}
+        self.stop.saving = True
         try:
-            save_checkpoint(ckpt, params, mcfg, opt_state, meta, keep=tcfg.keep)
+            save_checkpoint(self.ckpt, self.params, self.mcfg, self.opt_state, meta, keep=self.tcfg.keep)
         finally:
-            stop.saving = False
+            self.stop.saving = False
 
-    def stopping(stop: _StopFlag) -> str | None:
-        if stop.requested:
+    def stopping(self) -> str | None:
+        """Why training stops here, or None: a stop signal, or max_steps reached."""
+        if self.stop.requested:
             return "interrupted"
-        if tcfg.max_steps is not None and at.global_step >= tcfg.max_steps:
+        if self.tcfg.max_steps is not None and self.at.global_step >= self.tcfg.max_steps:
             return "max_steps"
         return None
 
-    choice = ThreadChoice.from_state(at.blas, fixed=blas_threads(mcfg, tcfg))
+    def step(self, x_train, perm, epoch: int, step: int, n_batches: int, blas) -> bool:
+        """One minibatch: draw, forward, backward, update. Returns whether its losses were read."""
+        t0 = time.perf_counter()
+        xb = minibatch(x_train, perm, step, self.tcfg)
+        beta = kl_weight(self.mcfg, self.tcfg, epoch, step, n_batches)
+        step_cfg = self.mcfg if beta == self.mcfg.beta else dataclasses.replace(self.mcfg, beta=beta)
+        stats, grads = gradient(self.params, xb, step_cfg, self.tcfg, epoch, step, self.rng)
+        self.optimizer.step(grads, **self.hyper)
+        due = self.losses.add(epoch, step, self.at.global_step, xb.shape[0], stats)
+        self.at.global_step += 1
+        blas.step_done(time.perf_counter() - t0)  # may change the count for the next step
+        if self.callback is not None:
+            self.callback(epoch, step, stats)
+        if due:
+            self.losses.read(self.at, self.kept)
+        return due
+
+    def run_epoch(self, epoch: int, x_train, blas) -> int:
+        """The epoch's minibatches from the saved position; returns the steps done by its end (fewer
+        than the epoch's batches when a stop came first)."""
+        from tqdm import tqdm
+
+        N = x_train.shape[0]
+        n_batches = math.ceil(N / self.tcfg.batch_size)
+        perm = from_numpy(Generator((self.tcfg.seed, 0, epoch), "numpy").permutation(N), self.tcfg.backend)
+        first = self.at.step if epoch == self.at.epoch else 0
+        if first == 0:
+            self.at.sums = [0.0, 0.0, 0.0, 0]
+        with tqdm(total=n_batches, initial=first, desc=f"epoch {epoch + 1}/{self.tcfg.epochs}",
+                  disable=not self.progress, leave=False, file=sys.stderr) as bar:
+            for step in range(first, n_batches):
+                if self.step(x_train, perm, epoch, step, n_batches, blas):
+                    bar.set_postfix_str(f"-ELBO {self.at.mean(0):.3f}", refresh=False)
+                bar.update(1)
+                if self.stopping():
+                    return step + 1
+        return n_batches
+
+    def end_epoch(self, epoch: int, x_test, seconds: float, n_batches: int, threads: int) -> None:
+        """Evaluate the test set, record the epoch's row in metrics.csv, then save the checkpoint."""
+        at = self.at
+        at.epoch, at.step, at.elapsed = epoch + 1, 0, at.elapsed + seconds
+        row = {"epoch": epoch + 1, "step": at.global_step,
+               "beta": kl_weight(self.mcfg, self.tcfg, epoch, n_batches - 1, n_batches),
+               "train_loss": at.mean(0), "train_recon": at.mean(1), "train_kl": at.mean(2),
+               **_evaluate_test(self.params, x_test, self.mcfg, self.tcfg), "seconds": seconds,
+               "elapsed": at.elapsed, "threads": threads}
+        if not math.isfinite(row["test_loss"]):
+            raise TrainingDiverged(f"the test -ELBO became {row['test_loss']} after epoch {epoch + 1} "
+                                   f"(global step {at.global_step}); not saved; {self.kept()}. "
+                                   f"{self.losses.advice}")
+        self.rows.append(row)
+        write_metrics(self.out / "metrics.csv", METRICS, self.rows)  # before the checkpoint: a resume
+        self.save()                                                  # drops rows past the checkpoint
+        self.log(f"epoch {epoch + 1:>4}  train -ELBO {row['train_loss']:.4f}  test -ELBO "
+                 f"{row['test_loss']:.4f} (recon {row['test_recon']:.4f}, KL {row['test_kl']:.4f})"
+                 f"  {seconds:.2f}s")
+
+
+def _loop(trainer: _Trainer, x_train, x_test) -> str:
+    """The training algorithm: for each epoch, for each minibatch: draw, forward, backward, update;
+    at the end of an epoch: evaluate, record, save. Returns "finished", "interrupted" or "max_steps".
+    Mid-epoch stops (a signal, max_steps) save where they are, so a resume continues there."""
+    at, tcfg = trainer.at, trainer.tcfg
+    n_batches = math.ceil(x_train.shape[0] / tcfg.batch_size)
+    choice = ThreadChoice.from_state(at.blas, fixed=blas_threads(trainer.mcfg, tcfg))
     with BlasThreads(choice) as blas:
         for epoch in range(at.epoch, tcfg.epochs):
-            perm = from_numpy(Generator((tcfg.seed, 0, epoch), "numpy").permutation(N), tcfg.backend)
-            first = at.step if epoch == at.epoch else 0
-            if first == 0:
-                at.sums = [0.0, 0.0, 0.0, 0]
             start = time.perf_counter()
-            with tqdm(total=n_batches, initial=first, desc=f"epoch {epoch + 1}/{tcfg.epochs}",
-                      disable=not progress, leave=False, file=sys.stderr) as bar:
-                for step in range(first, n_batches):
-                    t0 = time.perf_counter()
-                    xb = minibatch(x_train, perm, step, tcfg)
-                    beta = kl_weight(mcfg, tcfg, epoch, step, n_batches)
-                    step_cfg = mcfg if beta == mcfg.beta else dataclasses.replace(mcfg, beta=beta)
-                    stats, grads = gradient(params, xb, step_cfg, tcfg, epoch, step, rng)
-                    optimizer.step(grads, **hyper)
-                    due = losses.add(epoch, step, at.global_step, xb.shape[0], stats)
-                    at.global_step += 1
-                    blas.step_done(time.perf_counter() - t0)  # may change the count for the next step
-                    bar.update(1)
-                    if callback is not None:
-                        callback(epoch, step, stats)
-                    if due:
-                        losses.read(at, kept)
-                        bar.set_postfix_str(f"-ELBO {at.mean(0):.3f}")
-                    if stopping(stop):
-                        break
+            done = trainer.run_epoch(epoch, x_train, blas)
             at.blas = choice.state()
-            if step + 1 < n_batches:  # stopped mid-epoch: save the position, to resume there
-                at.epoch, at.step = epoch, step + 1
+            if done < n_batches:  # stopped mid-epoch: save the position, to resume there
+                at.epoch, at.step = epoch, done
                 at.elapsed += time.perf_counter() - start
-                guard()
-                save(stop)
-                return stopping(stop)
-            guard()
-            seconds = time.perf_counter() - start
-            at.epoch, at.step, at.elapsed = epoch + 1, 0, at.elapsed + seconds
-            row = {"epoch": epoch + 1, "step": at.global_step, "beta": beta, "train_loss": at.mean(0),
-                   "train_recon": at.mean(1), "train_kl": at.mean(2),
-                   **_evaluate_test(params, x_test, mcfg, tcfg), "seconds": seconds,
-                   "elapsed": at.elapsed, "threads": blas.mostly()}
-            if not math.isfinite(row["test_loss"]):
-                raise TrainingDiverged(f"the test -ELBO became {row['test_loss']} after epoch {epoch + 1} "
-                                       f"(global step {at.global_step}); not saved; {kept()}. "
-                                       f"{losses.advice}")
-            rows.append(row)
-            write_metrics(out / "metrics.csv", METRICS, rows)  # before the checkpoint: a resume
-            save(stop)                                         # drops rows past the checkpoint
-            log(f"epoch {epoch + 1:>4}  train -ELBO {row['train_loss']:.4f}  test -ELBO "
-                f"{row['test_loss']:.4f} (recon {row['test_recon']:.4f}, KL {row['test_kl']:.4f})"
-                f"  {seconds:.2f}s")
-            if stopping(stop):
-                return stopping(stop)
+                trainer.guard()
+                trainer.save()
+                return trainer.stopping()
+            trainer.guard()
+            trainer.end_epoch(epoch, x_test, time.perf_counter() - start, n_batches, blas.mostly())
+            if trainer.stopping():
+                return trainer.stopping()
     return "finished"
 
 
