@@ -17,6 +17,7 @@ Shapes: B examples, D = x_dim, Z = z_dim, L = n_samples, H_i hidden widths. Para
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 from .backend import Generator, backend_of, dtype_name, from_numpy, namespace_of, resolve
 from .checks import all_finite
@@ -42,6 +43,76 @@ __all__ = ["VAEConfig", "param_shapes", "init_params", "encode", "decode", "log_
            "validate_params", "validate_inputs", "validate_data"]
 
 
+# --- the likelihood p(x|z) and the Gaussian's variance: tables, as layers.ACTIVATIONS ------------
+
+class Likelihood(NamedTuple):
+    """One choice of p(x|z): the decoder's output heads (the first is ``dec.W_out``'s), log p(x|z)
+    summed over pixels with its backward (one gradient per head), and the mean E[x|z]."""
+    heads: tuple[str, ...]
+    log_prob_forward: Callable    # (x, *heads) -> (log p (L, B), cache)
+    log_prob_backward: Callable   # (dlogp (L, B), cache) -> (d head, ...), each (L, B, D)
+    mean: Callable                # (*heads) -> E[x|z]
+
+
+LIKELIHOOD_TABLE = {
+    "bernoulli": Likelihood(
+        ("logits",), bernoulli_log_prob_forward,
+        lambda dlogp, cache: (bernoulli_log_prob_backward(dlogp, cache),), sigmoid),
+    "continuous_bernoulli": Likelihood(  # its mean is *not* the sigmoid of the logits
+        ("logits",), continuous_bernoulli_log_prob_forward,
+        lambda dlogp, cache: (continuous_bernoulli_log_prob_backward(dlogp, cache),),
+        continuous_bernoulli_mean),
+    "gaussian": Likelihood(
+        ("mean", "logvar"), gaussian_log_prob_forward, gaussian_log_prob_backward,
+        lambda mean, logvar: mean),
+}
+
+
+class VarianceHead(NamedTuple):
+    """Where a Gaussian decoder's log sigma^2 comes from: its parameters, given the last hidden width
+    H and D, the head's forward from the last hidden layer h, and its backward, which fills
+    ``grads`` and returns its part of dh (or None)."""
+    shapes: Callable     # (H, D) -> {name: shape}
+    forward: Callable    # (params, h (N, H), cfg) -> ({"logvar": array} or {}, cache)
+    backward: Callable   # ((dlogvar (L, B, D),) or (), cache, grads) -> dh (N, H) or None
+
+
+def _fixed_logvar(params, h, cfg):
+    xp = namespace_of(h)
+    return {"logvar": xp.asarray(2.0 * math.log(cfg.sigma), dtype=h.dtype, device=h.device)}, None
+
+
+def _per_pixel_logvar(params, h, cfg):
+    logvar, cache = linear_forward(h, params["dec.W_logvar"], params["dec.b_logvar"])   # (N, D)
+    return {"logvar": logvar}, cache
+
+
+def _shared_logvar_backward(dheads, cache, grads):
+    (dlogvar,) = dheads
+    grads["dec.logvar"] = namespace_of(dlogvar).sum(dlogvar)   # () summed over the broadcast
+    return None
+
+
+def _per_pixel_logvar_backward(dheads, cache, grads):
+    (dlogvar,) = dheads
+    xp = namespace_of(dlogvar)
+    dh, grads["dec.W_logvar"], grads["dec.b_logvar"] = linear_backward(
+        xp.reshape(dlogvar, (-1, dlogvar.shape[-1])), cache)
+    return dh
+
+
+#: ``cfg.gaussian_variance`` -> its head; None (not a Gaussian) and "fixed" learn nothing.
+VARIANCE_HEADS = {
+    None: VarianceHead(lambda H, D: {}, lambda params, h, cfg: ({}, None), lambda d, c, g: None),
+    "fixed": VarianceHead(lambda H, D: {}, _fixed_logvar, lambda d, c, g: None),
+    "shared": VarianceHead(lambda H, D: {"dec.logvar": ()},
+                           lambda params, h, cfg: ({"logvar": params["dec.logvar"]}, None),
+                           _shared_logvar_backward),
+    "per_pixel": VarianceHead(lambda H, D: {"dec.W_logvar": (H, D), "dec.b_logvar": (D,)},
+                              _per_pixel_logvar, _per_pixel_logvar_backward),
+}
+
+
 # --- parameters ----------------------------------------------------------------------------------
 
 def param_shapes(cfg: VAEConfig) -> dict[str, tuple[int, ...]]:
@@ -60,11 +131,7 @@ def param_shapes(cfg: VAEConfig) -> dict[str, tuple[int, ...]]:
         shapes[f"dec.b{i}"] = (dec_sizes[i + 1],)
     shapes["dec.W_out"] = (dec_sizes[-1], cfg.x_dim)
     shapes["dec.b_out"] = (cfg.x_dim,)
-    if cfg.gaussian_variance == "per_pixel":
-        shapes["dec.W_logvar"] = (dec_sizes[-1], cfg.x_dim)
-        shapes["dec.b_logvar"] = (cfg.x_dim,)
-    elif cfg.gaussian_variance == "shared":
-        shapes["dec.logvar"] = ()
+    shapes.update(VARIANCE_HEADS[cfg.gaussian_variance].shapes(dec_sizes[-1], cfg.x_dim))
     return shapes
 
 
@@ -231,6 +298,17 @@ def _mlp_backward(dh, caches, prefix, activation, grads, need_dx):
     return dh
 
 
+class ForwardCache(NamedTuple):
+    """What ``forward`` keeps for ``backward``: the data, the sizes, and each stage's cache."""
+    x: object            # (B, D)
+    sizes: tuple         # (L, B, Z)
+    enc: tuple           # (the encoder's per-layer caches, the mu head's, the logvar head's)
+    rep: tuple           # the reparameterization's (std, eps)
+    dec: tuple           # (the decoder's per-layer caches, the output head's, the logvar head's)
+    lik: tuple           # log p(x|z)'s
+    kl: object           # KL(q || p)'s, and with free bits the charged units
+
+
 def _encode(params, x, cfg):
     h, mlp_caches = _mlp_forward(params, "enc", x, len(cfg.hidden), cfg.activation)   # (B, H)
     mu, mu_cache = linear_forward(h, params["enc.W_mu"], params["enc.b_mu"])              # (B, Z)
@@ -242,17 +320,8 @@ def _decode(params, z, cfg):
     """z: (N, Z). Returns the likelihood's parameters as a dict of (N, D) arrays, and caches."""
     h, mlp_caches = _mlp_forward(params, "dec", z, len(cfg.hidden), cfg.activation)  # (N, H)
     out, out_cache = linear_forward(h, params["dec.W_out"], params["dec.b_out"])      # (N, D)
-    if cfg.likelihood != "gaussian":
-        return {"logits": out}, (mlp_caches, out_cache, None)
-    if cfg.variance == "per_pixel":
-        logvar, lv_cache = linear_forward(h, params["dec.W_logvar"], params["dec.b_logvar"])
-    elif cfg.variance == "shared":
-        logvar, lv_cache = params["dec.logvar"], None
-    else:
-        xp = namespace_of(out)
-        logvar = xp.asarray(2.0 * math.log(cfg.sigma), dtype=out.dtype, device=out.device)
-        lv_cache = None
-    return {"mean": out, "logvar": logvar}, (mlp_caches, out_cache, lv_cache)
+    logvar, lv_cache = VARIANCE_HEADS[cfg.gaussian_variance].forward(params, h, cfg)  # a Gaussian's
+    return {LIKELIHOOD_TABLE[cfg.likelihood].heads[0]: out, **logvar}, (mlp_caches, out_cache, lv_cache)
 
 
 def validate_inputs(params, cfg, **arrays) -> str:
@@ -296,11 +365,8 @@ def decode(params: dict, z, cfg: VAEConfig, validate: bool = True) -> dict:
 
 def _log_likelihood_forward(x, dist, cfg):
     """log p(x|z) summed over pixels: x (B, D), dist's arrays (L, B, D) -> (L, B), and a cache."""
-    if cfg.likelihood == "bernoulli":
-        return bernoulli_log_prob_forward(x, dist["logits"])
-    if cfg.likelihood == "continuous_bernoulli":
-        return continuous_bernoulli_log_prob_forward(x, dist["logits"])
-    return gaussian_log_prob_forward(x, dist["mean"], dist["logvar"])
+    likelihood = LIKELIHOOD_TABLE[cfg.likelihood]
+    return likelihood.log_prob_forward(x, *(dist[head] for head in likelihood.heads))
 
 
 def likelihood_mean(dist: dict, cfg: VAEConfig):
@@ -309,11 +375,8 @@ def likelihood_mean(dist: dict, cfg: VAEConfig):
     Bernoulli: ``sigmoid(logits)``; continuous Bernoulli: its mean, which is *not* the sigmoid;
     Gaussian: the mean head.
     """
-    if cfg.likelihood == "bernoulli":
-        return sigmoid(dist["logits"])
-    if cfg.likelihood == "continuous_bernoulli":
-        return continuous_bernoulli_mean(dist["logits"])
-    return dist["mean"]
+    likelihood = LIKELIHOOD_TABLE[cfg.likelihood]
+    return likelihood.mean(*(dist[head] for head in likelihood.heads))
 
 
 def log_likelihood(params: dict, x, z, cfg: VAEConfig, validate: bool = True):
@@ -348,19 +411,39 @@ def forward(params: dict, x, eps, cfg: VAEConfig, validate: bool = True):
     dist = {k: (xp.reshape(v, (L, B, cfg.x_dim)) if v.ndim == 2 else v) for k, v in flat.items()}
     logp, lik_cache = _log_likelihood_forward(x, dist, cfg)          # (L, B)
     recon = -xp.sum(logp) / (L * B)
-    if cfg.free_bits:   # a unit's mean KL below lambda is free: charged as lambda, with no gradient
-        kl_terms, kl_cache = gaussian_kl_forward(mu, logvar, per_dim=True)  # (B, Z)
-        kl_dims = xp.sum(kl_terms, axis=0) / B                        # (Z,) each unit's mean KL
-        charged = kl_dims > cfg.free_bits                             # (Z,)
-        kl_loss = xp.sum(xp.maximum(kl_dims, xp.full_like(kl_dims, cfg.free_bits)))
-        kl_mean = xp.sum(kl_dims)
-        kl_cache = (kl_cache, charged)
-    else:
-        kl, kl_cache = gaussian_kl_forward(mu, logvar)                # (B,)
-        kl_mean = kl_loss = xp.sum(kl) / B
+    kl_loss, kl_mean, kl_cache = _kl_charge(mu, logvar, cfg)          # () each
     loss = recon + cfg.beta * kl_loss if cfg.beta != 1.0 else recon + kl_loss
-    cache = (x, (L, B, Z), enc_cache, rep_cache, dec_cache, lik_cache, kl_cache)
+    cache = ForwardCache(x, (L, B, Z), enc_cache, rep_cache, dec_cache, lik_cache, kl_cache)
     return loss, cache, {"loss": loss, "recon": recon, "kl": kl_mean}
+
+
+def _kl_charge(mu, logvar, cfg):
+    """What the loss charges for KL(q(z|x) || p(z)), the batch's mean KL, and a cache: the mean KL
+    itself, or with free bits each unit's mean KL as ``max(KL_j, lambda)`` (below lambda: no gradient)."""
+    xp = namespace_of(mu)
+    B = mu.shape[0]
+    if not cfg.free_bits:
+        kl, kl_cache = gaussian_kl_forward(mu, logvar)                # (B,)
+        kl_mean = xp.sum(kl) / B
+        return kl_mean, kl_mean, kl_cache
+    kl_terms, kl_cache = gaussian_kl_forward(mu, logvar, per_dim=True)  # (B, Z)
+    kl_dims = xp.sum(kl_terms, axis=0) / B                            # (Z,) each unit's mean KL
+    charged = kl_dims > cfg.free_bits                                 # (Z,)
+    kl_loss = xp.sum(xp.maximum(kl_dims, xp.full_like(kl_dims, cfg.free_bits)))
+    return kl_loss, xp.sum(kl_dims), (kl_cache, charged)
+
+
+def _kl_charge_backward(kl_cache, cfg, B: int, x):
+    """The gradient of ``cfg.beta`` times ``_kl_charge``'s charge: ``(dmu, dlogvar)``, each (B, Z).
+    d loss / d KL_b = beta/B; with free bits d loss / d KL_bj = beta/B for the charged units j and
+    0 for the free ones."""
+    xp = namespace_of(x)
+    if not cfg.free_bits:  # the two-argument call: a learner's own gaussian_kl_backward plugs in
+        dkl = xp.full((B,), cfg.beta / B, dtype=x.dtype, device=x.device)
+        return gaussian_kl_backward(dkl, kl_cache)
+    kl_cache, charged = kl_cache
+    dkl = xp.astype(charged, x.dtype) * (cfg.beta / B)                # (Z,)
+    return gaussian_kl_backward(dkl, kl_cache, per_dim=True)
 
 
 def backward(cache, cfg: VAEConfig) -> dict:
@@ -368,32 +451,18 @@ def backward(cache, cfg: VAEConfig) -> dict:
     x, (L, B, Z), enc_cache, rep_cache, dec_cache, lik_cache, kl_cache = cache
     xp = namespace_of(x)
     grads = {}
-    # d loss / d log p(x|z_lb) = -1/(L B);  d loss / d KL_b = beta/B
+    # d loss / d log p(x|z_lb) = -1/(L B)
     dlogp = xp.full((L, B), -1.0 / (L * B), dtype=x.dtype, device=x.device)
-    if cfg.free_bits:   # d loss / d KL_bj = beta/B for the charged units j, 0 for the free ones
-        kl_cache, charged = kl_cache
-        dkl = xp.astype(charged, x.dtype) * (cfg.beta / B)                   # (Z,)
-        dmu_kl, dlogvar_kl = gaussian_kl_backward(dkl, kl_cache, per_dim=True)
-    else:
-        dkl = xp.full((B,), cfg.beta / B, dtype=x.dtype, device=x.device)
-        dmu_kl, dlogvar_kl = gaussian_kl_backward(dkl, kl_cache)            # (B, Z) each
+    dmu_kl, dlogvar_kl = _kl_charge_backward(kl_cache, cfg, B, x)                 # (B, Z) each
 
     # likelihood -> decoder heads
     mlp_caches, out_cache, lv_cache = dec_cache
-    if cfg.likelihood == "gaussian":
-        dout, dlogvar_x = gaussian_log_prob_backward(dlogp, lik_cache)           # (L, B, D)
-    elif cfg.likelihood == "bernoulli":
-        dout = bernoulli_log_prob_backward(dlogp, lik_cache)
-    else:
-        dout = continuous_bernoulli_log_prob_backward(dlogp, lik_cache)
+    dout, *dlogvar = LIKELIHOOD_TABLE[cfg.likelihood].log_prob_backward(dlogp, lik_cache)  # (L, B, D)
     dh, grads["dec.W_out"], grads["dec.b_out"] = linear_backward(
         xp.reshape(dout, (L * B, cfg.x_dim)), out_cache)                          # (L B, H)
-    if cfg.gaussian_variance == "per_pixel":
-        dh_lv, grads["dec.W_logvar"], grads["dec.b_logvar"] = linear_backward(
-            xp.reshape(dlogvar_x, (L * B, cfg.x_dim)), lv_cache)
-        dh += dh_lv  # h fans out to the mean and the logvar heads
-    elif cfg.gaussian_variance == "shared":
-        grads["dec.logvar"] = xp.sum(dlogvar_x)                                  # ()
+    dh_lv = VARIANCE_HEADS[cfg.gaussian_variance].backward(dlogvar, lv_cache, grads)
+    if dh_lv is not None:
+        dh += dh_lv  # h fans out to the mean and the log-variance heads
 
     # decoder trunk -> z -> (mu, logvar)
     dz = _mlp_backward(dh, mlp_caches, "dec", cfg.activation, grads, need_dx=True)  # (L B, Z)
@@ -418,8 +487,8 @@ def relu_masks(cache) -> list:
     A ReLU layer's cache is its pre-activation ``a``; the gradient checker compares these masks
     across a stencil's points to find elements whose stencil straddles a kink.
     """
-    enc_cache, dec_cache = cache[2], cache[4]
-    return [act_cache > 0 for _, act_cache in (*enc_cache[0], *dec_cache[0])]
+    encoder_layers, decoder_layers = cache.enc[0], cache.dec[0]
+    return [act_cache > 0 for _, act_cache in (*encoder_layers, *decoder_layers)]
 
 
 def loss_and_grads(params: dict, x, eps, cfg: VAEConfig, validate: bool = True):

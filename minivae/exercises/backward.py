@@ -286,6 +286,7 @@ def _plan_vae(rng):
         B = 5
         x, eps = rng.random((B, cfg.x_dim)), rng.standard_normal((cfg.n_samples, B, cfg.z_dim))
         _, cache, _ = vae_forward(params, x, eps, cfg)
+        cache = tuple(cache)  # plain data for the wire, as a learner's own forward would make it
         calls.append(("vae_backward", (cache, ConfigSpec(dataclasses.asdict(cfg)))))
         instances.append({"params": params, "x": x, "eps": eps, "cache": cache})
     return calls, {"instances": instances}
