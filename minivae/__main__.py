@@ -368,13 +368,23 @@ def cmd_fetch(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .gradcheck import DEFAULT_H
+POSITIVE, COUNT = _integer(1), _integer(0)
 
-    positive, count = _integer(1), _integer(0)
+
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m minivae``'s parser: one subcommand per ``_add_*`` below."""
     parser = argparse.ArgumentParser(prog="python -m minivae", description=__doc__)
     parser.add_argument("--version", action="version", version=f"minivae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_gradcheck, _add_train, _add_evaluate, _add_sample, _add_fetch, _add_tutorials,
+                _add_doctor):
+        add(sub)
+    return parser
+
+
+def _add_gradcheck(sub) -> None:
+    """``gradcheck``: the finite-difference check's options."""
+    from .gradcheck import DEFAULT_H
 
     g = sub.add_parser("gradcheck", help="finite-difference check of every gradient (float64)",
                        description="Check loss_and_grads against centred finite differences, every "
@@ -383,11 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--likelihood", choices=list(LIKELIHOOD_MODES))
     g.add_argument("--activation", choices=["tanh", "softplus", "relu"])
     g.add_argument("--hidden", type=_hidden, default=None, help="e.g. 8,8 or none (default: all of none, 5, 5,4)")
-    g.add_argument("--n-samples", type=positive, default=None, help="L (default: 1 and 3)")
-    g.add_argument("--x-dim", type=positive, default=6)
-    g.add_argument("--z-dim", type=positive, default=3)
+    g.add_argument("--n-samples", type=POSITIVE, default=None, help="L (default: 1 and 3)")
+    g.add_argument("--x-dim", type=POSITIVE, default=6)
+    g.add_argument("--z-dim", type=POSITIVE, default=3)
     g.add_argument("--backend", default="numpy", choices=BACKEND_CHOICES)
-    g.add_argument("--seed", type=count, default=0)
+    g.add_argument("--seed", type=COUNT, default=0)
     g.add_argument("--h", type=_number(positive=True), default=DEFAULT_H, help="finite-difference step")
     g.add_argument("--order", type=int, default=4, choices=[2, 4], help="stencil order")
     g.add_argument("--directions", type=_integer(0, 10_000, "each costs 4 evaluations of the loss; "
@@ -396,17 +406,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-v", "--verbose", action="store_true", help="print every table, not just failures")
     g.set_defaults(func=cmd_gradcheck)
 
+
+def _add_train(sub) -> None:
+    """``train``: the data's and the model's options here, training's in ``_add_training_options``."""
     t = sub.add_parser("train", help="train a VAE into a run folder (default: digits, no network)",
                        description="Train a VAE. The default needs no network: scikit-learn's 8x8 "
                        "digits, a 2-D latent, under a minute on 2 cores.")
     t.add_argument("--dataset", default="digits", choices=["digits", "bars", "mnist", "fashion-mnist"])
     t.add_argument("--data-dir", default=None, help="folder with the IDX files (or set MINIVAE_DATA)")
     t.add_argument("--hidden", type=_hidden, default=(256,), help="hidden widths, e.g. 500 or 200,200")
-    t.add_argument("--z-dim", type=positive, default=2)
+    t.add_argument("--z-dim", type=POSITIVE, default=2)
     t.add_argument("--activation", default="tanh", choices=["tanh", "softplus", "relu"])
     t.add_argument("--likelihood", default="bernoulli", choices=list(LIKELIHOOD_MODES))
     t.add_argument("--sigma", type=_number(positive=True), default=1.0, help="std of the fixed-variance Gaussian")
-    t.add_argument("--n-samples", type=positive, default=1, help="L, samples of z per example")
+    t.add_argument("--n-samples", type=POSITIVE, default=1, help="L, samples of z per example")
     t.add_argument("--beta", type=_number(positive=False), default=1.0,
                    help="weight of the KL term in the training loss (1: the ELBO; reported ELBOs "
                         "always use 1)")
@@ -417,9 +430,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="raise the KL weight linearly from 0 to --beta over this many epochs")
     t.add_argument("--init", default="normal", choices=["normal", "uniform", "glorot"])
     t.add_argument("--init-std", type=_number(positive=True), default=0.01)
-    t.add_argument("--epochs", type=positive, default=None,
+    _add_training_options(t)
+    t.set_defaults(func=cmd_train, parser=t)
+
+
+def _add_training_options(t) -> None:
+    """``train``'s options for the optimization, the device and the run folder."""
+    t.add_argument("--epochs", type=POSITIVE, default=None,
                    help="default 300 (with --resume: extend the run to this many)")
-    t.add_argument("--batch-size", type=positive, default=32)
+    t.add_argument("--batch-size", type=POSITIVE, default=32)
     t.add_argument("--optimizer", default="adam", choices=["sgd", "momentum", "adagrad", "adam"])
     t.add_argument("--lr", type=_number(positive=True), default=None,
                    help="default: the optimizer's (adam 1e-3, others 1e-2)")
@@ -429,8 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--binarize", default=None, choices=["none", "static", "dynamic"],
                    help="default: dynamic for the Bernoulli likelihood (so that the data are binary and "
                         "evaluate's numbers bound log p(x)), none for the others")
-    t.add_argument("--max-steps", type=positive, default=None, help="stop after this many updates")
-    t.add_argument("--seed", type=count, default=0)
+    t.add_argument("--max-steps", type=POSITIVE, default=None, help="stop after this many updates")
+    t.add_argument("--seed", type=COUNT, default=0)
     t.add_argument("--backend", default="numpy", choices=BACKEND_CHOICES,
                    help="auto: cupy where a CUDA GPU can be used, else numpy")
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
@@ -438,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "only wait for each other"), default=None,
                    help="BLAS threads (default: 1 for small models, else measured: the faster of 1 "
                         "and all usable cores, again when the load changes)")
-    t.add_argument("--sync-every", type=positive, default=25,
+    t.add_argument("--sync-every", type=POSITIVE, default=25,
                    help="read the losses back from the device every this many steps (default 25)")
     t.add_argument("--out", default=None, help="run folder (default runs/<name>)")
     t.add_argument("--name", type=_run_name, default=None,
@@ -450,33 +469,44 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "and its optimizer state"), default=None,
                    help=f"checkpoints kept: the newest and the ones before it (default 2, at most {MAX_KEEP})")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
-    t.set_defaults(func=cmd_train, parser=t)
 
+
+def _add_evaluate(sub) -> None:
+    """``evaluate``: the test ELBO and the importance-weighted bound."""
     e = sub.add_parser("evaluate", help="test ELBO, importance-weighted bound, active units")
     e.add_argument("run_dir")
     e.add_argument("--k", type=_integer(0, MAX_K, "past that L_k moves by less than its own noise, "
                                          "and one example costs minutes"),
                    default=5000, help=f"importance samples (0: ELBO only; at most {MAX_K:,})")
-    e.add_argument("--batch-size", type=positive, default=100)
-    e.add_argument("--limit", type=positive, default=None, help="evaluate the first N test examples only")
-    e.add_argument("--seed", type=count, default=0, help="seed of the importance samples (the ELBO "
+    e.add_argument("--batch-size", type=POSITIVE, default=100)
+    e.add_argument("--limit", type=POSITIVE, default=None, help="evaluate the first N test examples only")
+    e.add_argument("--seed", type=COUNT, default=0, help="seed of the importance samples (the ELBO "
                    "uses the training run's own draws, so it matches the run's last test -ELBO)")
     e.add_argument("--backend", default=None, choices=BACKEND_CHOICES, help="default: the run's backend")
     e.set_defaults(func=cmd_evaluate)
 
+
+def _add_sample(sub) -> None:
+    """``sample``: draws from a trained run's prior."""
     s = sub.add_parser("sample", help="draw samples from the prior of a trained run")
     s.add_argument("run_dir")
-    s.add_argument("--n", type=positive, default=64)
-    s.add_argument("--seed", type=count, default=0)
+    s.add_argument("--n", type=POSITIVE, default=64)
+    s.add_argument("--seed", type=COUNT, default=0)
     s.add_argument("--out", default=None, help="image path or folder (default RUN_DIR/samples.png)")
     s.add_argument("--backend", default=None, choices=BACKEND_CHOICES)
     s.set_defaults(func=cmd_sample)
 
+
+def _add_fetch(sub) -> None:
+    """``fetch``: find or download an IDX data set."""
     f = sub.add_parser("fetch", help="find or download an IDX data set (mnist, fashion-mnist)")
     f.add_argument("name", choices=["mnist", "fashion-mnist"])
     f.add_argument("--data-dir", default=None)
     f.set_defaults(func=cmd_fetch)
 
+
+def _add_tutorials(sub) -> None:
+    """``tutorials``: copy the tutorials and exercises into a folder."""
     tu = sub.add_parser("tutorials", help="copy the tutorials (notebooks) and exercises into a folder",
                         description="Copy the eight tutorials (as .ipynb notebooks and .py sources), "
                         "the notation page and the exercises into DIR, to work in. Never overwrites a "
@@ -487,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also copy the worked solutions, into DIR/solutions (a teacher's copy)")
     tu.set_defaults(func=cmd_tutorials)
 
+
+def _add_doctor(sub) -> None:
+    """``doctor``: versions, the BLAS, the GPU."""
     d = sub.add_parser("doctor", help="versions, BLAS, whether a GPU can be used; with one, check it",
                        description="Print the versions, the BLAS and whether CuPy can use a CUDA "
                        "device (and why not). With a usable GPU, also run the cupy tests, the "
@@ -497,7 +530,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "which tests the checks without a GPU)")
     d.add_argument("--no-tests", action="store_true", help="leave out the test suite run")
     d.set_defaults(func=cmd_doctor)
-    return parser
 
 
 SHRINK = {  # what to make smaller when a command runs out of memory

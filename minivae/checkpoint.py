@@ -145,51 +145,9 @@ def _read(file: Path, expect: VAEConfig | None) -> tuple[VAEConfig, dict, dict, 
     require_regular(file, missing_ok=False)  # a FIFO would block the open below
     with open(file, "rb") as f:  # one open file: a concurrent save renames files, never rewrites one
         size = os.fstat(f.fileno()).st_size
-        head = f.read(8)
-        n = int.from_bytes(head, "little")
-        if len(head) < 8 or 8 + n > min(size, 8 + MAX_HEADER):
-            raise CheckpointError(f"is no whole safetensors file ({size} bytes, header of {n})")
-        try:
-            header = json.loads(f.read(n))
-        except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, too deep, 4300+ digits
-            raise CheckpointError(f"has a header that is not valid JSON ({type(e).__name__})") from None
-        if not isinstance(header, dict):
-            raise CheckpointError("has a header that is not a JSON object")
-        meta = header.pop("__metadata__", None)
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise CheckpointError("is no minivae checkpoint (no minivae record in its header)")
-        if meta.get("version") != VERSION:
-            raise CheckpointError(f"has format version {meta.get('version')!r}; this minivae reads {VERSION!r}")
-        try:
-            record = json.loads(meta["record"])
-            cfg = VAEConfig.from_dict(record["config"])
-            scalars, run_meta = record["optimizer_scalars"], record["meta"]
-            if not (isinstance(scalars, dict) and isinstance(run_meta, dict)
-                    and all(isinstance(c, dict) for c in scalars.values())):
-                raise TypeError("its optimizer state or meta is not a map")
-            for name, config in scalars.items():
-                optimizer_config(name, config)
-        except Exception as e:  # whatever json, the config or a check make of a damaged record
-            raise CheckpointError(f"its record is damaged ({type(e).__name__}: {str(e)[:120]})") from None
-        if expect is not None and expect != cfg:
-            diff = {k: (getattr(expect, k), getattr(cfg, k)) for k in expect.to_dict()
-                    if getattr(expect, k) != getattr(cfg, k)}
-            raise CheckpointError(f"holds another architecture: (expected, found) = {diff}")
-        shapes = param_shapes(cfg)
-        expected = {f"param/{name}": shape for name, shape in shapes.items()}
-        expected.update({f"opt/{name}/{key}": shape for name, shape in shapes.items() for key in OPT_ARRAY_KEYS})
-        unknown = sorted(set(header) - set(expected)) or sorted(set(scalars) - set(shapes))
-        if unknown:
-            raise CheckpointError(f"holds arrays or state this model has no use for ({unknown[:3]})")
-        n_bytes = 0
-        for name, info in header.items():
-            if not (isinstance(info, dict) and info.get("dtype") in _DTYPES
-                    and info.get("shape") == list(expected[name])):
-                raise CheckpointError(f"has array {name!r} as {info}; this model needs float32 or "
-                                      f"float64 of shape {expected[name]}")
-            n_bytes += math.prod(expected[name]) * np.dtype(_DTYPES[info["dtype"]]).itemsize
-        if size != 8 + n + n_bytes:
-            raise CheckpointError(f"is {size} bytes; its header describes {8 + n + n_bytes}")
+        header, meta, header_bytes = _read_header(f, size)
+        cfg, scalars, run_meta = _read_record(meta, expect)
+        shapes = _check_array_entries(header, cfg, scalars, size, header_bytes)
         f.seek(0)
         data = f.read()
     try:
@@ -203,6 +161,68 @@ def _read(file: Path, expect: VAEConfig | None) -> tuple[VAEConfig, dict, dict, 
     if missing:
         raise CheckpointError(f"lacks the parameters {missing[:3]}")
     return cfg, arrays, scalars, run_meta
+
+
+def _read_header(f, size: int) -> tuple[dict, dict, int]:
+    """The safetensors header of the open file ``f`` (``size`` bytes): its array entries, minivae's
+    record (``__metadata__``), and the bytes before the arrays."""
+    head = f.read(8)
+    n = int.from_bytes(head, "little")
+    if len(head) < 8 or 8 + n > min(size, 8 + MAX_HEADER):
+        raise CheckpointError(f"is no whole safetensors file ({size} bytes, header of {n})")
+    try:
+        header = json.loads(f.read(n))
+    except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, too deep, 4300+ digits
+        raise CheckpointError(f"has a header that is not valid JSON ({type(e).__name__})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError("has a header that is not a JSON object")
+    meta = header.pop("__metadata__", None)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError("is no minivae checkpoint (no minivae record in its header)")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"has format version {meta.get('version')!r}; this minivae reads {VERSION!r}")
+    return header, meta, 8 + n
+
+
+def _read_record(meta: dict, expect: VAEConfig | None) -> tuple[VAEConfig, dict, dict]:
+    """The model config, optimizer scalars and run meta in the header's record, each checked."""
+    try:
+        record = json.loads(meta["record"])
+        cfg = VAEConfig.from_dict(record["config"])
+        scalars, run_meta = record["optimizer_scalars"], record["meta"]
+        if not (isinstance(scalars, dict) and isinstance(run_meta, dict)
+                and all(isinstance(c, dict) for c in scalars.values())):
+            raise TypeError("its optimizer state or meta is not a map")
+        for name, config in scalars.items():
+            optimizer_config(name, config)
+    except Exception as e:  # whatever json, the config or a check make of a damaged record
+        raise CheckpointError(f"its record is damaged ({type(e).__name__}: {str(e)[:120]})") from None
+    if expect is not None and expect != cfg:
+        diff = {k: (getattr(expect, k), getattr(cfg, k)) for k in expect.to_dict()
+                if getattr(expect, k) != getattr(cfg, k)}
+        raise CheckpointError(f"holds another architecture: (expected, found) = {diff}")
+    return cfg, scalars, run_meta
+
+
+def _check_array_entries(header: dict, cfg: VAEConfig, scalars: dict, size: int, header_bytes: int) -> dict:
+    """The header's arrays against the model's: names, dtypes, shapes, and with the header's
+    ``header_bytes`` the file's ``size``. Returns the model's parameter shapes."""
+    shapes = param_shapes(cfg)
+    expected = {f"param/{name}": shape for name, shape in shapes.items()}
+    expected.update({f"opt/{name}/{key}": shape for name, shape in shapes.items() for key in OPT_ARRAY_KEYS})
+    unknown = sorted(set(header) - set(expected)) or sorted(set(scalars) - set(shapes))
+    if unknown:
+        raise CheckpointError(f"holds arrays or state this model has no use for ({unknown[:3]})")
+    n_bytes = 0
+    for name, info in header.items():
+        if not (isinstance(info, dict) and info.get("dtype") in _DTYPES
+                and info.get("shape") == list(expected[name])):
+            raise CheckpointError(f"has array {name!r} as {info}; this model needs float32 or "
+                                  f"float64 of shape {expected[name]}")
+        n_bytes += math.prod(expected[name]) * np.dtype(_DTYPES[info["dtype"]]).itemsize
+    if size != header_bytes + n_bytes:
+        raise CheckpointError(f"is {size} bytes; its header describes {header_bytes + n_bytes}")
+    return shapes
 
 
 LOOKS = 5  # times load_checkpoint looks again while a save moves the files (0.5 s in all)
