@@ -255,6 +255,8 @@ def cmd_evaluate(args) -> int:
     import json
     import time
 
+    from tqdm import tqdm
+
     from .backend import Generator, from_numpy
     from .bounds import evaluate, likelihood_is_density
     from .files import write_atomic
@@ -274,10 +276,12 @@ def cmd_evaluate(args) -> int:
     t0 = time.perf_counter()
     # the ELBO with training's own draws (so it is the number training printed last), the
     # importance samples with --seed
-    with doing(f"evaluating {x.shape[0]:,} test examples, {min(args.batch_size, x.shape[0]):,} at a time"):
+    with doing(f"evaluating {x.shape[0]:,} test examples, {min(args.batch_size, x.shape[0]):,} at a time"), \
+            tqdm(total=x.shape[0], desc=f"ELBO{f' and L_{args.k}' if args.k else ''}", unit="ex",
+                 disable=not (sys.stderr.isatty() or args.k > 10_000), leave=False, file=sys.stderr) as bar:
         stats = evaluate(params, x, mcfg, Generator((tcfg.seed, 3), backend), k=args.k,
                          batch_size=args.batch_size, iwae_rng=Generator((args.seed, 4), backend),
-                         progress=sys.stderr.isatty() or args.k > 10_000)
+                         on_batch=bar.update)
     stats["seconds"] = time.perf_counter() - t0
     density = likelihood_is_density(mcfg, x)
     stats.update(n_examples=int(x.shape[0]), k=args.k, seed=args.seed, backend=backend,

@@ -15,7 +15,6 @@ in nats, and runs on any backend; the random draws come from a ``backend.Generat
 from __future__ import annotations
 
 import math
-import sys
 
 from .backend import dtype_name, namespace_of, to_numpy
 from .distributions import gaussian_kl_forward, gaussian_log_prob_forward, reparameterize_forward
@@ -112,7 +111,7 @@ def likelihood_is_density(cfg, x) -> bool:
 
 
 def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int = 100,
-             iwae_rng=None, validate: bool = True, progress: bool = False) -> dict:
+             iwae_rng=None, validate: bool = True, on_batch=None) -> dict:
     """Average bounds over a data set x (N, D): ELBO, recon, KL, active units, and L_k if k > 0.
 
     The ELBO's draws come from ``rng``, the importance samples from ``iwae_rng`` (default: ``rng``),
@@ -121,7 +120,8 @@ def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int 
     samples have their own ``iwae_rng`` (which importance samples an example gets does depend on
     it). Checks params and x once (ValueError), then runs every batch unchecked; ``validate=False``
     skips that check (for a training loop that made it already). The sums stay on the device until
-    one read at the end. ``progress`` shows a bar over the examples (L_k with a large k takes a while).
+    one read at the end. ``on_batch(n)``, if given, is called after each batch of ``n`` examples is
+    queued (the command line's progress bar: L_k with a large k takes a while).
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"k: expected 0 (ELBO only) or a positive number of importance samples, got {k!r}")
@@ -131,9 +131,6 @@ def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int 
     N = x.shape[0]
     names = ["elbo", "recon", "kl"] + ([f"iwae_{k}"] if k else [])
     sums, mus = [], []  # per batch, on the device: read once at the end, not once per batch
-    from tqdm import tqdm
-    bar = tqdm(total=N, desc=f"ELBO{f' and L_{k}' if k else ''}", unit="ex", disable=not progress,
-               leave=False, file=sys.stderr)
     for start in range(0, N, batch_size):
         xb = x[start:min(start + batch_size, N), ...]
         q = encode(params, xb, cfg, validate=False)
@@ -143,10 +140,10 @@ def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int 
             row.append(xp.sum(iwae_bound(params, xb, cfg, k, iwae_rng or rng, chunk, q)))
         sums.append(xp.stack(row))
         mus.append(q[0])
-        bar.update(xb.shape[0])  # on a GPU: batches queued, not finished
+        if on_batch is not None:
+            on_batch(xb.shape[0])  # on a GPU: batches queued, not finished
     count, _ = _active(xp.concat(mus, axis=0), ACTIVE_THRESHOLD)
     table = to_numpy(xp.concat([xp.reshape(xp.stack(sums), (-1,)), xp.reshape(count, (1,))]))
-    bar.close()
     per_batch = table[:-1].reshape(len(sums), len(names))
     out = {}
     for j, name in enumerate(names):  # summed on the host in float64, batch after batch
