@@ -26,7 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import RESULTS, provenance, provenance_table, write_record  # noqa: E402
 
-from minivae import VAEConfig, bounds, data, train  # noqa: E402
+from minivae import VAEConfig, data, train  # noqa: E402
+from minivae.core import bounds  # noqa: E402
 from minivae.backend import Generator  # noqa: E402
 
 

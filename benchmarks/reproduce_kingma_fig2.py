@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import RESULTS, provenance, provenance_table, write_record  # noqa: E402
 
 import minivae  # noqa: E402
-from minivae import VAEConfig, bounds, data, optim, train  # noqa: E402
+from minivae import VAEConfig, data, optim, train  # noqa: E402
+from minivae.core import bounds  # noqa: E402
 from minivae.backend import Generator  # noqa: E402
 
 

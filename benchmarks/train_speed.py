@@ -44,6 +44,7 @@ from fused_numpy import FusedStep, max_relative_gap  # noqa: E402
 import minivae  # noqa: E402
 from minivae import optim  # noqa: E402
 from minivae.backend import Generator  # noqa: E402
+from minivae.core import model as core_model  # noqa: E402
 from minivae.train import TrainConfig, gradient, minibatch  # noqa: E402
 
 
@@ -95,7 +96,7 @@ def minivae_phases(x_train, batch, steps=200):
         t1 = time.perf_counter()
         eps = Generator((0, 1, 0, step)).normal((1, batch, MODEL.z_dim), "float32")
         t2 = time.perf_counter()
-        _, cache, _ = minivae.forward(params, xb, eps, MODEL, validate=False)
+        _, cache, _ = core_model.forward(params, xb, eps, MODEL)
         t3 = time.perf_counter()
         grads = minivae.backward(cache, MODEL)
         t4 = time.perf_counter()
@@ -130,7 +131,7 @@ def gemm_epoch(batch, n_examples, lib="numpy"):
 
 def minivae_test_loss(params, x_test):
     eps = np.random.default_rng(123).standard_normal((1, len(x_test), MODEL.z_dim)).astype(np.float32)
-    return float(minivae.forward(params, x_test, eps, MODEL, validate=False)[0])
+    return float(core_model.forward(params, x_test, eps, MODEL)[0])
 
 
 # --- PyTorch: the identical model -------------------------------------------------------------------
@@ -191,7 +192,8 @@ import json, sys, threading, time
 sys.path.insert(0, {bench!r})
 from common import MODEL, load_workload
 import minivae
-from minivae import bounds, train
+from minivae import train
+from minivae.core import bounds
 from minivae.backend import Generator
 
 def rss_mib():

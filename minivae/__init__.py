@@ -8,6 +8,7 @@ from .vae import (
     backward,
     decode,
     encode,
+    evaluate,
     forward,
     init_params,
     likelihood_mean,
@@ -18,5 +19,5 @@ from .vae import (
 
 __version__ = "0.2.0"  # 0.2: checkpoints are one safetensors file (0.1 wrote an .npz + .json pair)
 
-__all__ = ["VAEConfig", "init_params", "loss_and_grads", "encode", "decode", "forward",
+__all__ = ["VAEConfig", "init_params", "loss_and_grads", "encode", "decode", "forward", "evaluate",
            "backward", "likelihood_mean", "log_likelihood", "param_shapes", "__version__"]

@@ -258,7 +258,8 @@ def cmd_evaluate(args) -> int:
     from tqdm import tqdm
 
     from .backend import Generator, from_numpy
-    from .bounds import evaluate, likelihood_is_density
+    from .core.bounds import likelihood_is_density
+    from .vae import evaluate
     from .files import write_atomic
     from .data import load_dataset
     from .memory import doing

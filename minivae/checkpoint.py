@@ -32,7 +32,7 @@ from .backend import from_numpy, to_numpy
 from .checks import optimizer_config
 from .config import MAX_KEEP, VAEConfig
 from .files import TRAINER_TEMP, named_error, remove, replace, require_regular, write_new_file
-from .vae import param_shapes
+from .core.model import param_shapes
 
 FORMAT = "minivae-checkpoint"
 VERSION = "3"  # 3: safetensors; versions 1-2 were an .npz + .json pair, no longer read

@@ -236,7 +236,7 @@ def check_model(cfg, backend: str = "numpy", seed: int = 0, batch: int = 3,
     """
     from .backend import Generator, resolve
     from .memory import batch_bytes, require
-    from .vae import forward, backward, init_params, relu_masks
+    from .core.model import backward, forward, init_params, relu_masks
 
     require(4 * batch_bytes(cfg, batch, cfg.n_samples, 8), "this gradient check",
             "choose a smaller n_samples", backend=resolve(backend))
@@ -249,7 +249,7 @@ def check_model(cfg, backend: str = "numpy", seed: int = 0, batch: int = 3,
     state = {}
 
     def f():
-        loss, state["cache"], _ = forward(params, x, eps, cfg, validate=False)
+        loss, state["cache"], _ = forward(params, x, eps, cfg)
         return float(loss)
 
     signature = (lambda: relu_masks(state["cache"])) if cfg.activation == "relu" else None

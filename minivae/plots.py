@@ -22,8 +22,8 @@ import numpy as np
 
 from .backend import Generator, from_numpy, to_numpy
 from .files import write_atomic
-from .distributions import reparameterize_forward
-from .vae import decode, encode, likelihood_mean
+from .core.distributions import reparameterize_forward
+from .core.model import decode, encode, likelihood_mean
 
 
 def _pyplot():

@@ -38,10 +38,10 @@ import numpy as np
 
 from . import optim
 from .backend import Generator, from_numpy, namespace_of, stream_versions, to_numpy
-from .bounds import evaluate
+from .core.bounds import evaluate
 from .checkpoint import (SUFFIX, CheckpointError, checkpoint_files, load_checkpoint,
                          save_checkpoint)
-from .checks import all_finite
+from .checks import all_finite, validate_data
 from .config import TrainConfig, VAEConfig
 from .memory import batch_bytes, doing, itemsize, require_on
 from .data import (DATASETS, IDX_SOURCES, Dataset, binarize_dynamic, binarize_static,
@@ -49,7 +49,7 @@ from .data import (DATASETS, IDX_SOURCES, Dataset, binarize_dynamic, binarize_st
 from .run import (RunLock, check_same_data, clear_for_new_run, load_run, new_run_id, read_metrics,
                   save_run_config, write_metrics)
 from .threads import BlasThreads, ThreadChoice, usable_cores
-from .vae import backward, forward, init_params, n_parameters, validate_data
+from .core.model import backward, forward, init_params, n_parameters
 
 METRICS = ["epoch", "step", "beta", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
            "test_kl", "test_active_units", "seconds", "elapsed", "threads"]
@@ -157,7 +157,7 @@ def gradient(params, xb, mcfg: VAEConfig, tcfg: TrainConfig, epoch: int, step: i
     if tcfg.binarize == "dynamic":
         xb = binarize_dynamic(xb, rng.uniform(tuple(xb.shape), tcfg.dtype))
     eps = rng.normal((mcfg.n_samples, xb.shape[0], mcfg.z_dim), tcfg.dtype)
-    _, cache, stats = forward(params, xb, eps, mcfg, validate=False)
+    _, cache, stats = forward(params, xb, eps, mcfg)
     xp = namespace_of(xb)
     elbo_terms = xp.stack([stats["recon"] + stats["kl"], stats["recon"], stats["kl"]])
     return elbo_terms, backward(cache, mcfg)
@@ -496,7 +496,7 @@ def _loop(trainer: _Trainer, x_train, x_test) -> str:
 def _evaluate_test(params, x_test, mcfg: VAEConfig, tcfg: TrainConfig) -> dict:
     """The epoch's test-set columns. x_test was checked once, and the parameters just now."""
     with doing("evaluating the test set after an epoch"):
-        stats = evaluate(params, x_test, mcfg, Generator((tcfg.seed, 3), tcfg.backend), validate=False)
+        stats = evaluate(params, x_test, mcfg, Generator((tcfg.seed, 3), tcfg.backend))
     return {"test_loss": -stats["elbo"], "test_recon": stats["recon"], "test_kl": stats["kl"],
             "test_active_units": stats["active_units"]}
 

@@ -2,7 +2,8 @@ import math
 
 import numpy as np
 
-from minivae import VAEConfig, backend as B, bounds, init_params
+from minivae import VAEConfig, backend as B, init_params
+from minivae.core import bounds
 
 
 def _model(backend, **kw):

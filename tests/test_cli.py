@@ -172,7 +172,7 @@ def test_doctor_runs_the_gpu_checks_on_the_stand_in_and_fails_on_a_wrong_gradien
     assert "[pass] gradient check on strict" in text and "[pass] strict against numpy" in text
     assert "[pass] one epoch of 784-500-20 in float32" in text and "[pass] float32 against float64" in text
     assert "verdict: strict is an emulation" in text
-    import minivae.vae as V
+    import minivae.core.model as V
     honest = V.backward
 
     def wrong(cache, cfg):  # a dropped factor in one block, on every backend

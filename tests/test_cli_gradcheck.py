@@ -1,6 +1,6 @@
 import pytest
 
-from minivae import vae
+from minivae.core import model
 from minivae.__main__ import main
 
 
@@ -22,7 +22,7 @@ def test_gradcheck_cli_exits_nonzero_on_a_wrong_gradient(capsys, monkeypatch):
     def wrong_kl(dkl, cache):
         mu, var = cache
         return dkl[..., None] * mu, dkl[..., None] * (var - 1.0)  # lost the factor 1/2
-    monkeypatch.setattr(vae, "gaussian_kl_backward", wrong_kl)
+    monkeypatch.setattr(model, "gaussian_kl_backward", wrong_kl)
     assert main(["gradcheck", "--likelihood", "bernoulli", "--hidden", "none", "--n-samples", "1"]) == 1
     assert "FAIL" in capsys.readouterr().out
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from minivae import backend as B
-from minivae import distributions as D
+from minivae.core import distributions as D
 from minivae.gradcheck import check_pair
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minivae import distributions as D, exercises, layers, vae
+from minivae import exercises, vae
+from minivae.core import distributions as D, layers
 from minivae.exercises import REGISTRY, check, check_file, grade_function, grade_functions, main
 from minivae.exercises.derivations import reference_iwae, reference_iwae_weights, reference_kl, reference_score
 
@@ -383,7 +384,7 @@ def test_hints_come_one_level_at_a_time_and_solution_says_where(tmp_path, capsys
         assert out.count("hint ") >= min(level, levels)
     assert "that was the last hint" in out
     assert main(["solution", "iwae"]) == 0
-    assert "minivae/bounds.py" in capsys.readouterr().out
+    assert "minivae/core/bounds.py" in capsys.readouterr().out
 
 
 def test_check_in_a_notebook(capsys):
@@ -659,10 +660,10 @@ def test_writing_into_the_vae_cache_is_named_and_not_blamed_on_a_block(tmp_path,
 
 
 def test_calling_the_library_in_a_backward_exercise_passes_with_a_note_and_a_flag(tmp_path, sandbox):
-    source = "from minivae.layers import linear_backward  # the library's own\n"
+    source = "from minivae.core.layers import linear_backward  # the library's own\n"
     result, text, _ = _grade_source(tmp_path, sandbox, "linear", source)
-    assert result.passed and "the answer calls minivae.layers.linear_backward()" in text, text
-    assert result.flags == ["calls the library's implementation: minivae.layers.linear_backward"]
+    assert result.passed and "the answer calls minivae.core.layers.linear_backward()" in text, text
+    assert result.flags == ["calls the library's implementation: minivae.core.layers.linear_backward"]
 
 
 def test_no_reference_number_is_ever_printed(tmp_path, sandbox):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from minivae import backend as B
-from minivae import layers
+from minivae.core import layers
 from minivae.gradcheck import check_pair
 
 

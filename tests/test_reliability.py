@@ -259,7 +259,7 @@ class OutOfMemoryError(MemoryError):
 
 @pytest.mark.parametrize("error", [MemoryError, OutOfMemoryError])
 def test_a_memory_error_anywhere_is_one_line_and_keeps_what_was_saved(run, capsys, monkeypatch, error):
-    from minivae import bounds
+    from minivae.core import bounds
     before = (run / "checkpoint.safetensors").read_bytes()
 
     def exhausted(*a, **k):

@@ -103,14 +103,14 @@ def test_a_step_makes_no_generator_and_copies_only_its_draws_from_the_host(ops, 
 
 
 def test_the_counts_catch_a_planted_host_copy_and_a_planted_generator(ops, monkeypatch):
-    import minivae.vae as V
+    import minivae.core.model as V
     honest = V.forward
 
-    def planted(params, x, eps, cfg, validate=True):
+    def planted(params, x, eps, cfg):
         xp = B.namespace_of(x)
         xp.asarray([1.0, 2.0], device=x.device)         # a host list made a device array
         B.Generator(0, "strict")                          # a generator made per step
-        return honest(params, x, eps, cfg, validate)
+        return honest(params, x, eps, cfg)
 
     import minivae.train as T
     monkeypatch.setattr(T, "forward", planted)
@@ -124,7 +124,7 @@ def test_data_dependent_shapes_are_refused_on_strict(monkeypatch, plant):
     import minivae.train as T
     honest = T.forward
 
-    def planted(params, x, eps, cfg, validate=True):
+    def planted(params, x, eps, cfg):
         xp = B.namespace_of(x)
         if plant == "boolean mask":
             x[x > 0.5]
@@ -132,7 +132,7 @@ def test_data_dependent_shapes_are_refused_on_strict(monkeypatch, plant):
             xp.nonzero(x > 0.5)
         else:
             xp.unique_values(x)
-        return honest(params, x, eps, cfg, validate)
+        return honest(params, x, eps, cfg)
 
     monkeypatch.setattr(T, "forward", planted)
     with pytest.raises(RuntimeError, match="data-dependent|boolean"):

@@ -77,9 +77,9 @@ CLASS = {  # student -> {exercise: source}, on top of the worked solutions (None
     "ed_patch": {"linear": "import minivae.exercises.backward as b\nb.rel_error = lambda a, n: 0.0\n"
                            "from minivae.exercises.result import GradeResult\n"
                            "GradeResult.passed = property(lambda self: True)\n" + _linear("return 2 * dy @ W.T, x.T @ dy, dy.sum(0)")},
-    "flo_library": {"linear": "from minivae.layers import linear_backward  # the library's own\n"},
+    "flo_library": {"linear": "from minivae.core.layers import linear_backward  # the library's own\n"},
 }
-FLAG = "linear: calls the library's implementation: minivae.layers.linear_backward"
+FLAG = "linear: calls the library's implementation: minivae.core.layers.linear_backward"
 
 
 def make_class(folder: Path, students=CLASS) -> Path:
@@ -324,7 +324,7 @@ def page_class(folder: Path) -> Path:
             shutil.copy(SOLUTIONS / f"{name}.py", own / f"{name}.py")
     (folder / "ben" / "tanh.py").write_text("def tanh_backward(dh, h):\n    while True:   # a loop that never ends\n"
                                             "        pass\n")
-    (folder / "dee" / "linear.py").write_text("from minivae.layers import linear_backward  # the library's own\n")
+    (folder / "dee" / "linear.py").write_text("from minivae.core.layers import linear_backward  # the library's own\n")
     return folder
 
 

@@ -42,7 +42,8 @@ import math
 import numpy as np
 
 import minivae
-from minivae import VAEConfig, bounds, data, train
+from minivae import VAEConfig, data, train
+from minivae.core import bounds
 from minivae.backend import Generator
 from minivae.tutorial import start
 

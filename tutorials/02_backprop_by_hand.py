@@ -29,7 +29,7 @@
 
 import numpy as np
 
-from minivae import layers
+from minivae.core import layers
 from minivae.gradcheck import check_pair, numerical_gradient, rel_error
 from minivae.tutorial import start
 
@@ -310,7 +310,7 @@ tut.save(fig, "vae_graph.png")
 # %%
 import minivae
 from minivae import VAEConfig
-from minivae.distributions import bernoulli_log_prob_forward, gaussian_kl_forward
+from minivae.core.distributions import bernoulli_log_prob_forward, gaussian_kl_forward
 from minivae.gradcheck import check_model
 
 cfg = VAEConfig(x_dim=5, hidden=(4,), z_dim=2, n_samples=3)

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from minivae import distributions as D
+from minivae.core import distributions as D
 from minivae.tutorial import start
 
 tut = start("04")  # where figures go, and this run's sizes (see minivae/tutorial.py)
@@ -224,7 +224,7 @@ tut.save(fig, "collapse.png")
 
 # %%
 import minivae
-from minivae import bounds
+from minivae.core import bounds
 from minivae.backend import Generator
 
 

@@ -22,8 +22,9 @@ import math
 import numpy as np
 
 import minivae
-from minivae import VAEConfig, bounds, data, train
-from minivae import distributions as D
+from minivae import VAEConfig, data, train
+from minivae.core import bounds
+from minivae.core import distributions as D
 from minivae.backend import Generator
 from minivae.tutorial import start
 

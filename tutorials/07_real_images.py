@@ -29,7 +29,8 @@ import csv
 import numpy as np
 
 import minivae
-from minivae import VAEConfig, bounds, data, plots, train
+from minivae import VAEConfig, data, plots, train
+from minivae.core import bounds
 from minivae.backend import Generator
 from minivae.tutorial import start
 

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import distributions as D
-from .. import layers
+from ..core import distributions as D
+from ..core import layers
 from ..config import VAEConfig
 from ..gradcheck import TOLERANCE, numerical_gradient, rel_error
-from ..vae import backward as vae_backward_reference
-from ..vae import forward as vae_forward
-from ..vae import init_params
+from ..core.model import backward as vae_backward_reference
+from ..core.model import forward as vae_forward
+from ..core.model import init_params
 from .answers import changed_in_place, kind_words, reply_problem
 from .result import GradeResult, GradeRow
 from .wire import ConfigSpec
@@ -69,39 +69,40 @@ EXERCISES = {e.name: e for e in [
              {"x": "y = x @ W + b: which matrix multiplies dy, and from which side, gives shape (N, D)?",
               "W": "dW must have W's shape (D, M); only one product of x and dy does.",
               "b": "b is added to every row of y: its gradient collects dy from every row."},
-             "minivae/layers.py: linear_backward", ("minivae.layers.linear_backward",)),
+             "minivae/core/layers.py: linear_backward", ("minivae.core.layers.linear_backward",)),
     Exercise("tanh", "tanh_backward", layers.tanh_forward, lambda g, L, B: {"a": 2 * _r(g, B, 6)}, ("a",),
              {"a": "d tanh(a)/da is written with h = tanh(a) itself; check the power of h."},
-             "minivae/layers.py: tanh_backward", ("minivae.layers.tanh_backward",)),
+             "minivae/core/layers.py: tanh_backward", ("minivae.core.layers.tanh_backward",)),
     Exercise("softplus", "softplus_backward", layers.softplus_forward, lambda g, L, B: {"a": 3 * _r(g, B, 6)},
              ("a",),
              {"a": "d/da log(1 + exp(a)) = exp(a) / (1 + exp(a)): which named function is that, at a or at -a?"},
-             "minivae/layers.py: softplus_backward", ("minivae.layers.softplus_backward",)),
+             "minivae/core/layers.py: softplus_backward", ("minivae.core.layers.softplus_backward",)),
     Exercise("reparameterize", "reparameterize_backward", D.reparameterize_forward,
              lambda g, L, B: {"mu": _r(g, B, 4), "logvar": _r(g, B, 4), "eps": _r(g, L, B, 4)}, ("mu", "logvar"),
              {"mu": "mu is used by all L samples: its gradient has shape (B, Z), collecting every sample's.",
               "logvar": "std = exp(0.5 * logvar), not exp(logvar): differentiate the exponent's factor too."},
-             "minivae/distributions.py: reparameterize_backward",
-             ("minivae.distributions.reparameterize_backward",)),
+             "minivae/core/distributions.py: reparameterize_backward",
+             ("minivae.core.distributions.reparameterize_backward",)),
     Exercise("kl", "gaussian_kl_backward", D.gaussian_kl_forward,
              lambda g, L, B: {"mu": _r(g, B, 4), "logvar": _r(g, B, 4)}, ("mu", "logvar"),
              {"mu": "KL = 0.5 * sum(exp(logvar) + mu^2 - 1 - logvar): mind the 0.5 and the upstream dkl.",
               "logvar": "d/dlogvar of exp(logvar) - logvar, times the 0.5 in front; check the sign."},
-             "minivae/distributions.py: gaussian_kl_backward", ("minivae.distributions.gaussian_kl_backward",)),
+             "minivae/core/distributions.py: gaussian_kl_backward", ("minivae.core.distributions.gaussian_kl_backward",)),
     Exercise("bernoulli", "bernoulli_log_prob_backward", D.bernoulli_log_prob_forward,
              lambda g, L, B: {"x": g.random((B, 6)), "logits": 3 * _r(g, L, B, 6)}, ("logits",),
              {"logits": "log p = x * logits - softplus(logits); the derivative of softplus is a sigmoid. "
                         "Which way round is the difference?"},
-             "minivae/distributions.py: bernoulli_log_prob_backward",
-             ("minivae.distributions.bernoulli_log_prob_backward",)),
+             "minivae/core/distributions.py: bernoulli_log_prob_backward",
+             ("minivae.core.distributions.bernoulli_log_prob_backward",)),
     Exercise("gaussian", "gaussian_log_prob_backward", D.gaussian_log_prob_forward,
              lambda g, L, B: {"x": g.random((B, 6)), "mean": _r(g, L, B, 6), "logvar": _r(g, L, B, 6)},
              ("mean", "logvar"),
              {"mean": "-(x - mean)^2 / (2 var): differentiate with respect to mean, not x; var = exp(logvar).",
               "logvar": "Two terms depend on logvar: 0.5 * logvar and 0.5 * (x - mean)^2 * exp(-logvar)."},
-             "minivae/distributions.py: gaussian_log_prob_backward",
-             ("minivae.distributions.gaussian_log_prob_backward",)),
-    Exercise("vae", "vae_backward", None, None, (), {}, "minivae/vae.py: backward", ("minivae.vae.backward",)),
+             "minivae/core/distributions.py: gaussian_log_prob_backward",
+             ("minivae.core.distributions.gaussian_log_prob_backward",)),
+    Exercise("vae", "vae_backward", None, None, (), {}, "minivae/core/model.py: backward",
+             ("minivae.core.model.backward", "minivae.vae.backward")),
 ]}
 
 VAE_CFG = VAEConfig(x_dim=5, hidden=(4,), z_dim=2, n_samples=3)
@@ -302,7 +303,7 @@ def _judge_vae(state, replies, file) -> GradeResult:
         if not isinstance(got, dict):
             return GradeResult("vae", [], f"returned {type(got).__name__}; expected a dict with the keys of params")
         params, x, eps = inst["params"], inst["x"], inst["eps"]
-        f = lambda: float(vae_forward(params, x, eps, cfg, validate=False)[0])  # noqa: E731
+        f = lambda: float(vae_forward(params, x, eps, cfg)[0])  # noqa: E731
         numeric = {k: numerical_gradient(f, v)[0] for k, v in params.items()}
         rows = rows_for(got, numeric, {}, size=(cfg.n_samples, 5))
         _name_the_first_wrong_block(rows, got, inst["cache"])

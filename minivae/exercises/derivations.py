@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from ..bounds import logmeanexp
+from ..core.bounds import logmeanexp
 from ..gradcheck import STENCILS, numerical_gradient
 from .answers import kind_words, reply_problem
 from .backward import merge_instances

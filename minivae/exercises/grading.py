@@ -65,12 +65,13 @@ REGISTRY.update({e.name: e for e in [
            "The 1-D answer: 0.5 * (log v2 - log v1 + (v1 + (m1 - m2)^2) / v2 - 1). Diagonal: sum over dimensions.",
            "Check it: KL(q || q) must be 0, and with m2 = 0, v2 = 1 it must be the VAE's KL term."),
           "minivae/exercises/derivations.py: reference_kl (the VAE's special case: "
-          "minivae/distributions.py: gaussian_kl_forward)", (_D + "reference_kl",)),
+          "minivae/core/distributions.py: gaussian_kl_forward)", (_D + "reference_kl",)),
     Entry("iwae", ("iwae_bound",), derivations.plan_iwae, derivations.judge_iwae,
           ("L_K = log (1/K) sum_k w_k with w_k = exp(log_w[k]): the log of a mean, not the mean of logs.",
            "exp(1e4) is inf in float64. log mean exp(a) = m + log mean exp(a - m) for any m: pick m = max(a).",
            "Reduce over axis 0 (the K samples): one bound per example."),
-          "minivae/bounds.py: logmeanexp and iwae_bound", (_D + "reference_iwae", "minivae.bounds.logmeanexp")),
+          "minivae/core/bounds.py: logmeanexp and iwae_bound",
+          (_D + "reference_iwae", "minivae.core.bounds.logmeanexp")),
     Entry("iwae_gradient", ("iwae_weights",), derivations.plan_iwae_gradient, derivations.judge_iwae_gradient,
           ("L_K = log sum_k exp(a_k) - log K with a_k = log w_k: the -log K is a constant, its derivative is 0.",
            "d/da_k log sum_j exp(a_j) = exp(a_k) / sum_j exp(a_j): each weight divided by its column's sum "

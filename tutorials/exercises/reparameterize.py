@@ -1,6 +1,6 @@
 """Exercise: the backward pass of the reparameterized sample.
 
-Forward (minivae.distributions.reparameterize_forward):
+Forward (minivae.core.distributions.reparameterize_forward):
     std = exp(0.5 * logvar)          logvar is log sigma^2, the log of the *variance*
     z = mu + std * eps               cache = (std, eps)
     mu, logvar: (B, Z)   eps: (L, B, Z)   z: (L, B, Z)   (broadcast over the L samples)

@@ -1,6 +1,6 @@
 """Exercise: the backward pass of tanh.
 
-Forward (minivae.layers.tanh_forward):   h = tanh(a),   cache = h     (any shape)
+Forward (minivae.core.layers.tanh_forward):   h = tanh(a),   cache = h     (any shape)
 
 Check your answer:  python -m minivae.exercises check tanh
 """

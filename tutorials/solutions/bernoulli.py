@@ -1,15 +1,15 @@
 """Worked solution: the gradient of the Bernoulli log-likelihood with respect to the logits.
 
-Forward (minivae.distributions.bernoulli_log_prob_forward):
+Forward (minivae.core.distributions.bernoulli_log_prob_forward):
     log p(x | logits) = sum_d [x_d * logits_d - softplus(logits_d)]     (= x log y + (1-x) log(1-y), y = sigmoid(logits))
     x: (B, D)   logits: (L, B, D)   logp: (L, B)
     cache = (x, logits, e) with e = exp(-|logits|), which the forward pass already computed
-You may use minivae.layers.sigmoid (sigmoid(logits), or sigmoid(logits, e) to reuse e).
+You may use minivae.core.layers.sigmoid (sigmoid(logits), or sigmoid(logits, e) to reuse e).
 
 Check your answer:  python -m minivae.exercises check bernoulli
 """
 
-from minivae.layers import sigmoid  # noqa: F401  (you may need it)
+from minivae.core.layers import sigmoid  # noqa: F401  (you may need it)
 
 
 def bernoulli_log_prob_backward(dlogp, cache):

@@ -1,6 +1,6 @@
 """Worked solution: the backward pass of the analytic KL term.
 
-Forward (minivae.distributions.gaussian_kl_forward):
+Forward (minivae.core.distributions.gaussian_kl_forward):
     KL(N(mu, diag(exp(logvar))) || N(0, I)) = 0.5 * sum_j (exp(logvar_j) + mu_j^2 - 1 - logvar_j)
     mu, logvar: (B, Z)   kl: (B,)   cache = (mu, var) with var = exp(logvar)
 

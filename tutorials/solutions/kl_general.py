@@ -2,7 +2,7 @@
 
     KL(q || p) = E_q[log q(z) - log p(z)],   q = N(mu_q, diag(exp(logvar_q))),  p = N(mu_p, diag(exp(logvar_p)))
 
-The VAE's KL term is the special case p = N(0, I) (minivae.distributions.gaussian_kl_forward); here
+The VAE's KL term is the special case p = N(0, I) (minivae.core.distributions.gaussian_kl_forward); here
 p is any diagonal Gaussian, as in a VAE with a learned prior or in the KL between two encoders.
 logvar is log sigma^2, the log of the *variance*, everywhere.
 

@@ -1,6 +1,6 @@
 """Worked solution: the backward pass of a linear layer.
 
-Forward (minivae.layers.linear_forward):   y = x @ W + b,   cache = (x, W)
+Forward (minivae.core.layers.linear_forward):   y = x @ W + b,   cache = (x, W)
     x: (N, D)   W: (D, M)   b: (M,)   y: (N, M)
 
 Check your answer:  python -m minivae.exercises check linear

@@ -1,12 +1,12 @@
 """Worked solution: the backward pass of softplus.
 
-Forward (minivae.layers.softplus_forward):   h = log(1 + exp(a)),   cache = a     (any shape)
-You may use minivae.layers.sigmoid, which is stable for any a.
+Forward (minivae.core.layers.softplus_forward):   h = log(1 + exp(a)),   cache = a     (any shape)
+You may use minivae.core.layers.sigmoid, which is stable for any a.
 
 Check your answer:  python -m minivae.exercises check softplus
 """
 
-from minivae.layers import sigmoid  # noqa: F401  (you may need it)
+from minivae.core.layers import sigmoid  # noqa: F401  (you may need it)
 
 
 def softplus_backward(dh, cache):

@@ -1,6 +1,6 @@
 """Worked solution: the whole VAE's backward pass (Bernoulli decoder, one tanh hidden layer, L samples).
 
-Forward (minivae.vae.forward), for the config the grader uses
+Forward (minivae.core.model.forward), for the config the grader uses
 (VAEConfig(x_dim=5, hidden=(4,), z_dim=2, n_samples=3)):
 
     encoder:  a = x @ enc.W0 + enc.b0;  h = tanh(a)
@@ -19,10 +19,10 @@ Check your answer:  python -m minivae.exercises check vae
 
 import numpy as np  # noqa: F401
 
-from minivae.distributions import (  # noqa: F401
+from minivae.core.distributions import (  # noqa: F401
     bernoulli_log_prob_backward, gaussian_kl_backward, reparameterize_backward,
 )
-from minivae.layers import linear_backward, tanh_backward  # noqa: F401
+from minivae.core.layers import linear_backward, tanh_backward  # noqa: F401
 
 
 def vae_backward(cache, cfg):

@@ -12,8 +12,9 @@ Notation, used everywhere in minivae:
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
-from .backend import namespace_of
+from ..backend import namespace_of
 from .layers import sigmoid, softplus
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -184,3 +185,28 @@ def gaussian_log_prob_backward(dlogp, cache):
     dlogp = dlogp[..., None]
     scaled = diff * inv_var
     return dlogp * scaled, dlogp * 0.5 * (diff * scaled - 1.0)
+
+
+# --- the likelihoods as a table, as layers.ACTIVATIONS: what the model looks up ---------------------
+
+class Likelihood(NamedTuple):
+    """One choice of p(x|z): the decoder's output heads (the first is ``dec.W_out``'s), log p(x|z)
+    summed over pixels with its backward (one gradient per head), and the mean E[x|z]."""
+    heads: tuple[str, ...]
+    log_prob_forward: Callable    # (x, *heads) -> (log p (L, B), cache)
+    log_prob_backward: Callable   # (dlogp (L, B), cache) -> (d head, ...), each (L, B, D)
+    mean: Callable                # (*heads) -> E[x|z]
+
+
+LIKELIHOOD_TABLE = {
+    "bernoulli": Likelihood(
+        ("logits",), bernoulli_log_prob_forward,
+        lambda dlogp, cache: (bernoulli_log_prob_backward(dlogp, cache),), sigmoid),
+    "continuous_bernoulli": Likelihood(  # its mean is *not* the sigmoid of the logits
+        ("logits",), continuous_bernoulli_log_prob_forward,
+        lambda dlogp, cache: (continuous_bernoulli_log_prob_backward(dlogp, cache),),
+        continuous_bernoulli_mean),
+    "gaussian": Likelihood(
+        ("mean", "logvar"), gaussian_log_prob_forward, gaussian_log_prob_backward,
+        lambda mean, logvar: mean),
+}

@@ -11,7 +11,7 @@ NumPy, CuPy and array-api-strict.
 
 from __future__ import annotations
 
-from .backend import namespace_of
+from ..backend import namespace_of
 
 
 def linear_forward(x, W, b):

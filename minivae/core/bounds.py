@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 
-from .backend import dtype_name, namespace_of, to_numpy
+from ..backend import dtype_name, namespace_of, to_numpy
 from .distributions import gaussian_kl_forward, gaussian_log_prob_forward, reparameterize_forward
-from .vae import encode, log_likelihood, validate_data, validate_inputs
+from .model import encode, log_likelihood
 
 
 def logmeanexp(a, axis: int = 0):
@@ -35,12 +35,12 @@ def log_weights(params, x, eps, cfg, q=None):
     ``q = (mu, logvar)`` is the encoder's output for x, computed here when not given.
     """
     xp = namespace_of(x)
-    mu, logvar = encode(params, x, cfg, validate=False) if q is None else q
+    mu, logvar = encode(params, x, cfg) if q is None else q
     z, _ = reparameterize_forward(mu, logvar, eps)
     zero = xp.zeros((), dtype=z.dtype, device=z.device)
     log_pz, _ = gaussian_log_prob_forward(z, zero, zero)
     log_qz, _ = gaussian_log_prob_forward(z, mu, logvar)
-    return log_likelihood(params, x, z, cfg, validate=False) + log_pz - log_qz
+    return log_likelihood(params, x, z, cfg) + log_pz - log_qz
 
 
 def iwae_bound(params, x, cfg, k: int, rng, chunk: int = 100, q=None):
@@ -49,10 +49,8 @@ def iwae_bound(params, x, cfg, k: int, rng, chunk: int = 100, q=None):
     Memory is bounded by ``chunk * B * x_dim`` whatever k is (k = 5000 runs in a few MB per batch);
     the chunks' log-mean-exps are combined exactly. The encoder runs once, not once per chunk.
     """
-    if k < 1:
-        raise ValueError(f"k: expected a positive number of importance samples, got {k}")
     xp = namespace_of(x)
-    q = encode(params, x, cfg, validate=False) if q is None else q
+    q = encode(params, x, cfg) if q is None else q
     B = x.shape[0]
     parts, sizes = [], []
     for start in range(0, k, chunk):
@@ -72,10 +70,10 @@ def elbo(params, x, cfg, rng, n_samples: int = 1, q=None):
     ``kl = KL(q(z|x) || p(z))``. ``q = (mu, logvar)`` as in ``log_weights``.
     """
     xp = namespace_of(x)
-    mu, logvar = encode(params, x, cfg, validate=False) if q is None else q
+    mu, logvar = encode(params, x, cfg) if q is None else q
     eps = rng.normal((n_samples, x.shape[0], cfg.z_dim), dtype_name(x))
     z, _ = reparameterize_forward(mu, logvar, eps)
-    recon = xp.mean(log_likelihood(params, x, z, cfg, validate=False), axis=0)
+    recon = xp.mean(log_likelihood(params, x, z, cfg), axis=0)
     kl, _ = gaussian_kl_forward(mu, logvar)
     return recon - kl, recon, kl
 
@@ -111,29 +109,23 @@ def likelihood_is_density(cfg, x) -> bool:
 
 
 def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int = 100,
-             iwae_rng=None, validate: bool = True, on_batch=None) -> dict:
+             iwae_rng=None, on_batch=None) -> dict:
     """Average bounds over a data set x (N, D): ELBO, recon, KL, active units, and L_k if k > 0.
 
     The ELBO's draws come from ``rng``, the importance samples from ``iwae_rng`` (default: ``rng``),
     so an ELBO computed with and without L_k from the same ``rng`` is the same number. The ELBO's
     draws (one per example) do not depend on ``batch_size``, on any backend, when the importance
     samples have their own ``iwae_rng`` (which importance samples an example gets does depend on
-    it). Checks params and x once (ValueError), then runs every batch unchecked; ``validate=False``
-    skips that check (for a training loop that made it already). The sums stay on the device until
-    one read at the end. ``on_batch(n)``, if given, is called after each batch of ``n`` examples is
+    it). The sums stay on the device until one read at the end. ``on_batch(n)``, if given, is called after each batch of ``n`` examples is
     queued (the command line's progress bar: L_k with a large k takes a while).
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise ValueError(f"k: expected 0 (ELBO only) or a positive number of importance samples, got {k!r}")
-    if validate:
-        validate_data(x, cfg, validate_inputs(params, cfg, x=x))
     xp = namespace_of(x)
     N = x.shape[0]
     names = ["elbo", "recon", "kl"] + ([f"iwae_{k}"] if k else [])
     sums, mus = [], []  # per batch, on the device: read once at the end, not once per batch
     for start in range(0, N, batch_size):
         xb = x[start:min(start + batch_size, N), ...]
-        q = encode(params, xb, cfg, validate=False)
+        q = encode(params, xb, cfg)
         e, log_px_z, kl = elbo(params, xb, cfg, rng, q=q)
         row = [xp.sum(e), xp.sum(-log_px_z), xp.sum(kl)]
         if k:
