@@ -6,9 +6,10 @@ code lines that check inputs or handle errors, and the import graph with its cyc
 
 A *code line* is a line holding part of a statement, not counting docstrings, comments and blank
 lines. A line counts as *validation* when it lies in a function whose name starts with ``validate``,
-``_validate``, ``check``, ``_check`` or ``require``, in a ``raise``, in a ``try``'s ``except``
-clause, in an ``if`` whose body is only a ``raise``, or in an ``if validate:`` block. It is a
-measure of what a reader meets, not a proof: a check written some other way is not counted.
+``_validate``, ``_check`` or ``require`` (not ``check_``: the gradient checker's functions are
+math), in a ``raise``, in a ``try``'s ``except`` clause, in an ``if`` whose body is only a
+``raise``, or in an ``if validate:`` block. It is a measure of what a reader meets, not a proof: a
+check written some other way is not counted.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "minivae"
-CHECK_PREFIXES = ("validate", "_validate", "check", "_check", "require")
+CHECK_PREFIXES = ("validate", "_validate", "_check", "require")
 
 
 def module_name(path: Path) -> str:
@@ -93,10 +94,17 @@ def functions(tree: ast.AST, module: str):
 
 
 def imports(tree: ast.AST, module: str, is_package: bool) -> set[str]:
-    """The minivae modules ``module`` imports, at the top or inside functions."""
+    """The minivae modules ``module`` imports, at the top or inside functions (not those under
+    ``if TYPE_CHECKING:``, which only annotations read and Python never runs)."""
     base = module.split(".") if is_package else module.split(".")[:-1]
     found = set()
+    skip = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            skip.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 parts = base[:len(base) - node.level + 1]

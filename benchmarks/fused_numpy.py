@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from minivae import VAEConfig, optim
-from minivae.gradcheck import rel_error
+from minivae.core.gradcheck import rel_error
 
 
 class FusedStep:

@@ -71,8 +71,10 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 
 def cmd_gradcheck(args) -> int:
+    from .backend import resolve
     from .config import VAEConfig
-    from .gradcheck import TOLERANCE, check_model
+    from .core.gradcheck import TOLERANCE, check_model
+    from .memory import batch_bytes, require
 
     modes = [args.likelihood] if args.likelihood else list(LIKELIHOOD_MODES)
     activations = [args.activation] if args.activation else ["tanh", "softplus", "relu"]
@@ -91,8 +93,10 @@ def cmd_gradcheck(args) -> int:
         likelihood, variance = LIKELIHOOD_MODES[mode]
         cfg = VAEConfig(x_dim=args.x_dim, hidden=hidden, z_dim=args.z_dim, activation=activation,
                         likelihood=likelihood, variance=variance, n_samples=n_samples)
-        report = check_model(cfg, args.backend, seed=args.seed, h=args.h, order=args.order,
-                             directions=args.directions)
+        require(4 * batch_bytes(cfg, GRADCHECK_BATCH, cfg.n_samples, 8), "this gradient check",
+                "choose a smaller n_samples", backend=resolve(args.backend))
+        report = check_model(cfg, args.backend, seed=args.seed, batch=GRADCHECK_BATCH, h=args.h,
+                             order=args.order, directions=args.directions)
         failed += not report.passed
         worst[mode] = max(worst.get(mode, 0.0), report.max_rel_error)
         if full_tables or not report.passed:
@@ -113,6 +117,7 @@ def cmd_gradcheck(args) -> int:
 
 
 GRADCHECK_MAX_ELEMENTS = 200_000  # every element costs 4 evaluations of the loss
+GRADCHECK_BATCH = 3  # examples; the check does not depend on how many
 
 
 def _check_gradcheck_size(args, depths) -> None:
@@ -389,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_gradcheck(sub) -> None:
     """``gradcheck``: the finite-difference check's options."""
-    from .gradcheck import DEFAULT_H
+    from .core.gradcheck import DEFAULT_H
 
     g = sub.add_parser("gradcheck", help="finite-difference check of every gradient (float64)",
                        description="Check loss_and_grads against centred finite differences, every "

@@ -7,9 +7,9 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from . import optim
 from .backend import resolve
 from .checks import integer, one_of, real
+from .core.optim import RULES
 from .data import BINARIZE, DATASETS
 
 ACTIVATION_NAMES = ("tanh", "softplus", "relu")
@@ -160,8 +160,8 @@ class TrainConfig:
 
     def __post_init__(self):
         one_of("dataset", self.dataset, DATASETS)
-        if self.optimizer not in optim.RULES:
-            raise ValueError(f"optimizer: expected one of {sorted(optim.RULES)}, got {self.optimizer!r}")
+        if self.optimizer not in RULES:
+            raise ValueError(f"optimizer: expected one of {sorted(RULES)}, got {self.optimizer!r}")
         one_of("binarize", self.binarize, BINARIZE)
         for name in ("epochs", "batch_size", "sync_every", "keep"):
             setattr(self, name, integer(name, getattr(self, name), low=1))

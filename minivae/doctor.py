@@ -105,7 +105,7 @@ def _gradients(backend: str) -> list[Check]:
     import numpy as np
 
     from .config import LIKELIHOOD_MODES, VAEConfig
-    from .gradcheck import check_model
+    from .core.gradcheck import check_model
     from .vae import init_params, loss_and_grads
 
     worst, failed = 0.0, []

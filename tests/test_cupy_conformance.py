@@ -133,8 +133,8 @@ def problems(recorder: Recorder) -> list[str]:
 def _library_workload(tmp_path):
     """A training run, an evaluation with L_k, gradient checks, a checkpoint round trip, every
     optimizer and likelihood: the library's work on the strict backend."""
-    from minivae import checkpoint, gradcheck, optim
-    from minivae.core import bounds
+    from minivae import checkpoint, optim
+    from minivae.core import bounds, gradcheck
     from minivae.data import Dataset, load_digits
     from minivae.train import TrainConfig, train
 

@@ -5,7 +5,7 @@ import pytest
 
 from minivae import backend as B
 from minivae.core import distributions as D
-from minivae.gradcheck import check_pair
+from minivae.core.gradcheck import check_pair
 
 
 def test_reparameterize_pair(rng):

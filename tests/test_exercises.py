@@ -542,7 +542,7 @@ HOSTILE = {
                                 "linear.py ended the process while it was imported"),
     # the grader patched from inside the answer: a wrong answer still fails
     "rel_error patched": ("linear", "import minivae.exercises.backward as b\nb.rel_error = lambda a, n: 0.0\n"
-                          "import minivae.gradcheck as g\ng.rel_error = lambda a, n: 0.0\n"
+                          "import minivae.core.gradcheck as g\ng.rel_error = lambda a, n: 0.0\n"
                           "def linear_backward(dy, cache):\n    x, W = cache\n    return 2 * dy @ W.T, x.T @ dy, dy.sum(0)\n",
                           "a factor 2 too big"),
     "TOLERANCE patched": ("linear", "import minivae.exercises.backward as b\nb.TOLERANCE = 1e300\n"

@@ -7,7 +7,7 @@ import pytest
 
 from minivae import VAEConfig, backend as B, vae
 from minivae.core import distributions as D, layers, model
-from minivae.gradcheck import (
+from minivae.core.gradcheck import (
     TOLERANCE, check_direction, check_gradients, check_model, check_pair, elementwise_rel_error,
     numerical_gradient, rel_error,
 )

@@ -3,7 +3,7 @@ import pytest
 
 from minivae import backend as B
 from minivae.core import layers
-from minivae.gradcheck import check_pair
+from minivae.core.gradcheck import check_pair
 
 
 def _inputs(rng, **shapes):

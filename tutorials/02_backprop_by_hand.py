@@ -30,7 +30,7 @@
 import numpy as np
 
 from minivae.core import layers
-from minivae.gradcheck import check_pair, numerical_gradient, rel_error
+from minivae.core.gradcheck import check_pair, numerical_gradient, rel_error
 from minivae.tutorial import start
 
 tut = start("02")  # where figures go (see minivae/tutorial.py)
@@ -160,7 +160,7 @@ assert best[("float32", 4)][0] > 1e-8 and best[("float32", 2)][0] > 1e-8  # floa
 # The error is V-shaped in $h$: too large and truncation dominates, too small and rounding does.
 # And on one small layer even the 2-point stencil clears $10^{-8}$; on the whole VAE, where $f$ is a
 # sum over many pixels and its third derivatives are larger, it lands at $10^{-9}$ to $10^{-8}$, too
-# close to the bar, which is why `minivae.gradcheck` uses the 4-point stencil with $h = 10^{-3}$
+# close to the bar, which is why `minivae.core.gradcheck` uses the 4-point stencil with $h = 10^{-3}$
 # (its worst case over all 90 model configurations is about $1.5\times10^{-10}$).
 #
 # And the float32 columns' jump at the smallest steps (to about $10^{7}$ for the 4-point stencil)
@@ -311,7 +311,7 @@ tut.save(fig, "vae_graph.png")
 import minivae
 from minivae import VAEConfig
 from minivae.core.distributions import bernoulli_log_prob_forward, gaussian_kl_forward
-from minivae.gradcheck import check_model
+from minivae.core.gradcheck import check_model
 
 cfg = VAEConfig(x_dim=5, hidden=(4,), z_dim=2, n_samples=3)
 params = minivae.init_params(cfg, seed=0, dtype="float64", init="uniform")

@@ -116,8 +116,9 @@ def evaluate(params, x, cfg, rng, k: int = 0, batch_size: int = 500, chunk: int 
     so an ELBO computed with and without L_k from the same ``rng`` is the same number. The ELBO's
     draws (one per example) do not depend on ``batch_size``, on any backend, when the importance
     samples have their own ``iwae_rng`` (which importance samples an example gets does depend on
-    it). The sums stay on the device until one read at the end. ``on_batch(n)``, if given, is called after each batch of ``n`` examples is
-    queued (the command line's progress bar: L_k with a large k takes a while).
+    it). The sums stay on the device until one read at the end. ``on_batch(n)``, if given, is
+    called after each batch of ``n`` examples is queued (the command line's progress bar: L_k with
+    a large k takes a while).
     """
     xp = namespace_of(x)
     N = x.shape[0]

@@ -240,8 +240,8 @@ def forward(params: dict, x, eps, cfg: VAEConfig):
 
     x: (B, D) in the parameters' dtype and backend; eps: (L, B, Z) standard normal draws.
     ``loss`` is ``recon + cfg.beta * kl`` (the -ELBO when beta = 1 and free_bits = 0; with free bits
-    each unit's mean KL is charged as ``max(free_bits, KL_j)``; ``stats["kl"]`` is always the true KL). It and the values of ``stats``
-    (``loss``, ``recon``, ``kl``) are 0-d arrays on the
+    each unit's mean KL is charged as ``max(free_bits, KL_j)``; ``stats["kl"]`` is always the true
+    KL). It and the values of ``stats`` (``loss``, ``recon``, ``kl``) are 0-d arrays on the
     parameters' device: reading one (``float(loss)``) waits for the device, so a training loop
     collects them and reads them in batches. ``loss_and_grads`` returns them as Python floats.
     """

@@ -22,7 +22,7 @@ import numpy as np
 from ..core import distributions as D
 from ..core import layers
 from ..config import VAEConfig
-from ..gradcheck import TOLERANCE, numerical_gradient, rel_error
+from ..core.gradcheck import TOLERANCE, numerical_gradient, rel_error
 from ..core.model import backward as vae_backward_reference
 from ..core.model import forward as vae_forward
 from ..core.model import init_params

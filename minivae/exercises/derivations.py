@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from ..core.bounds import logmeanexp
-from ..gradcheck import STENCILS, numerical_gradient
+from ..core.gradcheck import STENCILS, numerical_gradient
 from .answers import kind_words, reply_problem
 from .backward import merge_instances
 from .model import SmallModel, random_model
