@@ -68,22 +68,25 @@ def test_state_stays_in_float32(backend):
 
 @pytest.mark.parametrize("rule", sorted(optim.RULES))
 def test_chunked_updates_are_bit_identical(monkeypatch, rule):
-    """step() cuts big NumPy parameters into pieces; elementwise rules give the same bits."""
+    """step() cuts big NumPy parameters into pieces; elementwise rules give the same bits, which are
+    also those of the core's plain step, tensor by tensor."""
+    from minivae.core import optim as core_optim
     g = np.random.default_rng(1)
     shapes = {"W": (13, 11), "b": (11,), "s": ()}
     runs = []
-    for chunk in (10**9, 7):
+    for step, chunk in ((optim.step, 10**9), (optim.step, 7), (core_optim.step, 7)):
         monkeypatch.setattr(optim, "CHUNK", chunk)
         params = {k: g.standard_normal(s).astype(np.float32) * 0 + np.float32(1.5) for k, s in shapes.items()}
         state = {}
         for i in range(3):
             grads = {k: np.random.default_rng(i).standard_normal(s).astype(np.float32) for k, s in shapes.items()}
-            optim.step(params, grads, state, rule, weight_decay=0.01)
+            step(params, grads, state, rule, weight_decay=0.01)
         runs.append((params, state))
-    for k in shapes:
-        np.testing.assert_array_equal(runs[0][0][k], runs[1][0][k])
-        for key, value in runs[0][1][k].items():
-            np.testing.assert_array_equal(np.asarray(value), np.asarray(runs[1][1][k][key]))
+    for other in runs[1:]:
+        for k in shapes:
+            np.testing.assert_array_equal(runs[0][0][k], other[0][k])
+            for key, value in runs[0][1][k].items():
+                np.testing.assert_array_equal(np.asarray(value), np.asarray(other[1][k][key]))
 
 
 def test_step_updates_every_parameter_and_rejects_unknown_rules(backend):
