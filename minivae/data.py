@@ -69,45 +69,59 @@ def read_idx(path, max_bytes: int = MAX_IDX_BYTES, shape: tuple | None = None) -
         raise DataError(str(e)) from None
     try:
         with (gzip.open if gz else open)(path, "rb") as f:
-            head = f.read(4)
-            if len(head) < 4:
-                raise DataError(f"{path}: only {len(head)} bytes, too short for an IDX header (truncated?)")
-            zero, code, ndim = struct.unpack(">HBB", head)
-            if zero != 0 or code not in _IDX_DTYPES or ndim == 0:
-                raise DataError(f"{path}: wrong magic number {head.hex()} (expected 0000 then a type "
-                                f"code in {[hex(c) for c in _IDX_DTYPES]} and a dimension count): not an "
-                                f"IDX file")
-            if ndim > MAX_IDX_DIMS:
-                raise DataError(f"{path}: header announces {ndim} dimensions (at most {MAX_IDX_DIMS} "
-                                f"accepted): not a data set of images or labels")
-            raw_dims = f.read(4 * ndim)
-            if len(raw_dims) < 4 * ndim:
-                raise DataError(f"{path}: header announces {ndim} dimensions but the file ends after "
-                                f"{4 + len(raw_dims)} bytes (truncated)")
-            dims = struct.unpack(f">{ndim}I", raw_dims)
-            if shape is not None and dims != tuple(shape):
-                raise DataError(f"{path}: declares dimensions {dims}, this data set's file has {tuple(shape)}; "
-                                f"not the expected file: delete it and fetch it again")
-            dtype = np.dtype(_IDX_DTYPES[code])
-            expected = math.prod(dims) * dtype.itemsize  # a Python int: no overflow
-            # a zero dimension makes the file empty, but NumPy still refuses a shape whose other
-            # dimensions multiply past its index range: bound them too
-            if max(expected, math.prod(max(d, 1) for d in dims) * dtype.itemsize) > max_bytes:
-                raise DataError(f"{path}: dimensions {dims} declare {expected:,} bytes of data, more than "
-                                f"the {max_bytes:,} read_idx accepts (max_bytes); not a usable data file")
-            payload = f.read(expected)
-            if len(payload) != expected:
-                raise DataError(f"{path}: dimensions {dims} need {expected} bytes of data, found "
-                                f"{len(payload)}: the file is truncated; delete it and fetch it again")
-            if f.read(1):
-                raise DataError(f"{path}: dimensions {dims} need {expected} bytes of data, found more: "
-                                f"the file has trailing bytes; delete it and fetch it again")
+            dims, dtype, expected = _read_idx_header(f, path, shape, max_bytes)
+            payload = _read_idx_payload(f, path, dims, expected)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path}: cannot be read as {'gzip' if gz else 'a file'} ({e}); the file is "
                         f"corrupt or truncated: delete it and fetch it again") from None
     return np.frombuffer(payload, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _read_idx_header(f, path: Path, shape: tuple | None, max_bytes: int) -> tuple[tuple, np.dtype, int]:
+    """An IDX header's dimensions, dtype and payload bytes, read from the open file ``f`` and checked:
+    the magic number, the dimension count, the expected ``shape`` if given, and the size against
+    ``max_bytes``."""
+    head = f.read(4)
+    if len(head) < 4:
+        raise DataError(f"{path}: only {len(head)} bytes, too short for an IDX header (truncated?)")
+    zero, code, ndim = struct.unpack(">HBB", head)
+    if zero != 0 or code not in _IDX_DTYPES or ndim == 0:
+        raise DataError(f"{path}: wrong magic number {head.hex()} (expected 0000 then a type "
+                        f"code in {[hex(c) for c in _IDX_DTYPES]} and a dimension count): not an "
+                        f"IDX file")
+    if ndim > MAX_IDX_DIMS:
+        raise DataError(f"{path}: header announces {ndim} dimensions (at most {MAX_IDX_DIMS} "
+                        f"accepted): not a data set of images or labels")
+    raw_dims = f.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DataError(f"{path}: header announces {ndim} dimensions but the file ends after "
+                        f"{4 + len(raw_dims)} bytes (truncated)")
+    dims = struct.unpack(f">{ndim}I", raw_dims)
+    if shape is not None and dims != tuple(shape):
+        raise DataError(f"{path}: declares dimensions {dims}, this data set's file has {tuple(shape)}; "
+                        f"not the expected file: delete it and fetch it again")
+    dtype = np.dtype(_IDX_DTYPES[code])
+    expected = math.prod(dims) * dtype.itemsize  # a Python int: no overflow
+    # a zero dimension makes the file empty, but NumPy still refuses a shape whose other
+    # dimensions multiply past its index range: bound them too
+    if max(expected, math.prod(max(d, 1) for d in dims) * dtype.itemsize) > max_bytes:
+        raise DataError(f"{path}: dimensions {dims} declare {expected:,} bytes of data, more than "
+                        f"the {max_bytes:,} read_idx accepts (max_bytes); not a usable data file")
+    return dims, dtype, expected
+
+
+def _read_idx_payload(f, path: Path, dims: tuple, expected: int) -> bytes:
+    """Exactly the ``expected`` bytes the header declared, and not one more (a bomb stops here)."""
+    payload = f.read(expected)
+    if len(payload) != expected:
+        raise DataError(f"{path}: dimensions {dims} need {expected} bytes of data, found "
+                        f"{len(payload)}: the file is truncated; delete it and fetch it again")
+    if f.read(1):
+        raise DataError(f"{path}: dimensions {dims} need {expected} bytes of data, found more: "
+                        f"the file has trailing bytes; delete it and fetch it again")
+    return payload
 
 
 def write_idx(path, array: np.ndarray) -> None:
@@ -301,43 +315,19 @@ def download(url: str, dest, sha256: str, progress: bool = True, timeout: float 
     deletes the partial file and raises ``DataError`` saying what went wrong.
     """
     dest = Path(dest)
-    if dest.is_dir():
-        raise DataError(f"cannot download {url} to {dest}: that is a folder; remove it or choose "
-                        f"another data folder")
-    try:
-        require_regular(dest)
-    except NotARegularFile as e:
-        raise DataError(f"cannot download {url}: {e}") from None
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot download {url} into {dest.parent}: {e}") from None
-    _remove_stale_parts(dest.parent, dest.name)
+    _prepare_destination(url, dest)
     part, clock = None, None
     try:
         with _Deadline(deadline) as clock, clock.opener().open(url, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length else None
-            if total is not None and (total < 0 or (max_bytes and total > max_bytes)):
-                raise DataError(f"{url}: the server announces {total:,} bytes; no file of this data set "
-                                f"has more than {max_bytes:,}: not the expected file")
+            total = _announced_length(response, url, max_bytes)
             fd, part = new_file(dest.parent, f"{dest.name}.{os.getpid()}.", ".part")
-            h, n = hashlib.sha256(), 0
-            with os.fdopen(fd, "wb") as out, _progress_bar(total, dest.name, progress) as bar:
-                while chunk := response.read1(1 << 16):
-                    n += len(chunk)
-                    if max_bytes and n > max_bytes:
-                        raise DataError(f"{url}: more than {max_bytes:,} bytes, larger than any file of "
-                                        f"this data set: not the expected file")
-                    out.write(chunk)
-                    h.update(chunk)
-                    bar.update(len(chunk))
+            digest, n = _copy_response(response, fd, url, dest.name, total, max_bytes, progress)
             if clock.expired:
                 raise OSError("deadline")
             if total is not None and n != total:
                 raise DataError(f"{url}: the connection closed after {n:,} of {total:,} bytes")
-        if h.hexdigest() != sha256:
-            raise DataError(f"{url}: checksum mismatch (sha256 {h.hexdigest()}, expected {sha256}); "
+        if digest != sha256:
+            raise DataError(f"{url}: checksum mismatch (sha256 {digest}, expected {sha256}); "
                             f"the download is corrupt or the mirror changed the file; nothing was kept")
         replace(Path(part), dest)
         return dest
@@ -352,6 +342,49 @@ def download(url: str, dest, sha256: str, progress: bool = True, timeout: float 
     except BaseException:
         _discard(part)
         raise
+
+
+def _prepare_destination(url: str, dest: Path) -> None:
+    """DataError unless ``dest`` can be a downloaded file: not a folder, not a device or FIFO, in a
+    folder that exists (made here); a dead download's ``.part`` files there are removed."""
+    if dest.is_dir():
+        raise DataError(f"cannot download {url} to {dest}: that is a folder; remove it or choose "
+                        f"another data folder")
+    try:
+        require_regular(dest)
+    except NotARegularFile as e:
+        raise DataError(f"cannot download {url}: {e}") from None
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot download {url} into {dest.parent}: {e}") from None
+    _remove_stale_parts(dest.parent, dest.name)
+
+
+def _announced_length(response, url: str, max_bytes: int | None) -> int | None:
+    """The server's Content-Length, or None; DataError when it is negative or over ``max_bytes``."""
+    length = response.headers.get("Content-Length")
+    total = int(length) if length else None
+    if total is not None and (total < 0 or (max_bytes and total > max_bytes)):
+        raise DataError(f"{url}: the server announces {total:,} bytes; no file of this data set "
+                        f"has more than {max_bytes:,}: not the expected file")
+    return total
+
+
+def _copy_response(response, fd: int, url: str, name: str, total, max_bytes, progress) -> tuple[str, int]:
+    """Copy the body into the open file ``fd`` (closed here), at most ``max_bytes``; returns its
+    SHA-256 and its length."""
+    h, n = hashlib.sha256(), 0
+    with os.fdopen(fd, "wb") as out, _progress_bar(total, name, progress) as bar:
+        while chunk := response.read1(1 << 16):
+            n += len(chunk)
+            if max_bytes and n > max_bytes:
+                raise DataError(f"{url}: more than {max_bytes:,} bytes, larger than any file of "
+                                f"this data set: not the expected file")
+            out.write(chunk)
+            h.update(chunk)
+            bar.update(len(chunk))
+    return h.hexdigest(), n
 
 
 def _discard(part) -> None:
