@@ -38,6 +38,14 @@ def test_fastest_prefers_fewer_threads_within_five_percent():
     assert fastest({1: 0.3, 2: 1.0}) == 1
 
 
+def test_a_decision_is_clear_cut_when_the_fastest_beats_every_other_count_by_decisive():
+    assert threads.DECISIVE == 1.3
+    assert threads.decisive({2: 0.005, 1: 0.0066}) and threads.decisive({1: 0.004, 2: 0.010})
+    assert not threads.decisive({2: 0.005, 1: 0.0064})                 # 1.28x: looked at again soon
+    assert not threads.decisive({1: 0.010, 2: 0.005, 4: 0.006})        # 4 threads are close to 2
+    assert threads.decisive({1: 0.010, 2: 0.005, 4: 0.0066})
+
+
 def run(choice, seconds_of, steps):
     """Feed ``steps`` steps to ``choice``, each taking ``seconds_of(count)``; the counts used."""
     used = []
@@ -91,9 +99,10 @@ def test_each_count_is_tried_on_two_windows_alternating_then_the_faster_kept(mon
     c = ThreadChoice()
     used = run(c, busy_machine, 800)
     at2, at1 = steps_in(0.021), steps_in(0.008)                   # 24 and 63 steps: half a second each
-    first, again = threads.WARMUP_STEPS + at2, (1 + threads.SOON) * at1   # then the early second look
-    assert runs(used)[:7] == [(2, first), (1, at1), (2, at2), (1, again), (2, at2), (1, at1), (2, at2)]
-    assert c.per_step == pytest.approx({2: 0.021, 1: 0.008})
+    first = threads.WARMUP_STEPS + at2
+    # 1 thread is 2.6x faster: clear-cut, so it is held for EXPLORE_EVERY windows, with no second look
+    assert runs(used) == [(2, first), (1, at1), (2, at2), (1, 800 - first - at1 - at2)]
+    assert c.per_step == pytest.approx({2: 0.021, 1: 0.008}) and c.unsettled == 0
     c = ThreadChoice()
     used = run(c, quiet_machine, 500)
     assert set(used[-150:]) == {2}
@@ -129,8 +138,8 @@ def test_the_others_are_tried_again_every_explore_every_windows(monkeypatch):
     window = threads.WINDOW / 0.008
     used = run(c, busy_machine, int(window * (threads.EXPLORE_EVERY + 8)))
     tries = [i for i in range(1, len(used)) if used[i] == 2 and used[i - 1] == 1]
-    assert len(tries) == 3                       # once at the start, twice 40 windows after its end
-    assert c.unsettled == 0                      # confirmed by its second exploration
+    assert len(tries) == 3    # once at the start (2, 1, 2, 1), twice in the next try (2, 1, 2) 40 windows later
+    assert c.unsettled == 0                      # confirmed: 1 thread is 2.6x faster
     share = used.count(2) / len(used)
     assert share < 0.05                          # the slow count costs < 5% of the steps
 
@@ -187,26 +196,31 @@ def test_a_slow_spell_over_both_windows_of_the_faster_count_is_corrected_soon(mo
     assert c.threads == 1 and not c.queue and threads.interval(c.unsettled) == threads.SOON
     used = run(c, quiet_machine, threads.SOON * steps_in(0.008) + 2 * steps_in(0.005) + steps_in(0.008))
     assert used[threads.SOON * steps_in(0.008)] == 2                # tried again after SOON windows
-    assert c.threads == 2 and threads.interval(c.unsettled) == 2 * threads.SOON   # changed: look again
+    assert c.threads == 2 and c.unsettled == 0   # changed, but clear-cut (1.6x): no further early look
     settle(c, quiet_machine)
     assert set(run(c, quiet_machine, 20 * 100)) == {2}
 
 
 def test_a_decision_is_confirmed_once_soon_then_tried_every_explore_every_windows(monkeypatch):
-    """A run's first decision is looked at again after SOON windows; once an exploration keeps the
-    count, the next comes EXPLORE_EVERY windows later. A decision that changes the count is looked at
-    again after SOON, 2 SOON, 4 SOON ... windows while it keeps changing."""
+    """A run's first decision, when it is close (2 threads 1.2x faster), is looked at again after SOON
+    windows; once an exploration keeps the count, the next comes EXPLORE_EVERY windows later. A
+    clear-cut one (1.6x) is held EXPLORE_EVERY windows at once. A close decision that changes the count
+    is looked at again after SOON, 2 SOON, 4 SOON ... windows while it keeps changing."""
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
-    c = ThreadChoice()
-    run(c, quiet_machine, threads.WARMUP_STEPS)
-    windows = [one_window(c, quiet_machine)[0] for _ in range(4 + 4 + 3 + 40 + 3 + 40)]
-    assert windows[:4] == [2, 1, 2, 1] and c.unsettled == 0
-    held = [n for count, n in runs(windows[4:]) if count == 2 and n > 1]   # windows at 2 between tries
-    assert held == [4, 40, 40]
+
+    def close(n):
+        return {1: 0.006, 2: 0.005}[n]
+    for machine, expected in ((close, [4, 40, 40]), (quiet_machine, [40, 40])):
+        c = ThreadChoice()
+        run(c, machine, threads.WARMUP_STEPS)
+        windows = [one_window(c, machine)[0] for _ in range(4 + 4 + 3 + 40 + 3 + 40)]
+        assert windows[:4] == [2, 1, 2, 1] and c.unsettled == 0
+        held = [n for count, n in runs(windows[4:]) if count == 2 and n > 1]   # windows at 2 between tries
+        assert held[:len(expected)] == expected
     flips = {"n": 0}
 
-    def flipping(n):      # the faster count changes at every exploration (by 1.4x: no drift)
-        return {1: 0.005, 2: 0.007}[n] if flips["n"] % 2 else {1: 0.007, 2: 0.005}[n]
+    def flipping(n):      # the faster count changes at every exploration (by 1.2x: no drift, not clear-cut)
+        return {1: 0.005, 2: 0.006}[n] if flips["n"] % 2 else {1: 0.006, 2: 0.005}[n]
     c = ThreadChoice()
     run(c, flipping, threads.WARMUP_STEPS)
     gaps, since = [], 0
