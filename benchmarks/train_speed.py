@@ -45,6 +45,7 @@ import minivae  # noqa: E402
 from minivae import optim  # noqa: E402
 from minivae.backend import Generator  # noqa: E402
 from minivae.core import model as core_model  # noqa: E402
+from minivae.heap import keep_freed_memory  # noqa: E402
 from minivae.train import TrainConfig, gradient, minibatch  # noqa: E402
 
 
@@ -57,21 +58,23 @@ def minivae_model(seed):
 def minivae_epoch(model, x_train, batch, epoch, seed=0, blas=None):
     """One epoch of minivae's training step, or of the hand-fused one (a ``FusedStep``) on the same
     batches and the same noise. ``blas``: a ``threads.BlasThreads`` told every step's time, as in
-    ``train``, which may switch the thread count between steps."""
+    ``train``, which may switch the thread count between steps. Freed memory is kept for the next
+    step, as in ``train`` (heap.py); the thresholds it leaves behind hold for the PyTorch epochs too."""
     tcfg = TrainConfig(batch_size=batch, seed=seed)
     perm = Generator((seed, 0, epoch)).permutation(len(x_train))
-    for step in range(len(x_train) // batch):
-        t0 = time.perf_counter()
-        xb = minibatch(x_train, perm, step, tcfg)
-        if isinstance(model, FusedStep):
-            model.loss_and_grads(xb, Generator((seed, 1, epoch, step)).normal((1, batch, MODEL.z_dim), "float32"))
-            model.adam(lr=1e-3)
-        else:
-            params, state = model
-            _, grads = gradient(params, xb, MODEL, tcfg, epoch, step)
-            optim.step(params, grads, state, "adam", lr=1e-3)
-        if blas is not None:
-            blas.step_done(time.perf_counter() - t0)
+    with keep_freed_memory():  # as train does (heap.py)
+        for step in range(len(x_train) // batch):
+            t0 = time.perf_counter()
+            xb = minibatch(x_train, perm, step, tcfg)
+            if isinstance(model, FusedStep):
+                model.loss_and_grads(xb, Generator((seed, 1, epoch, step)).normal((1, batch, MODEL.z_dim), "float32"))
+                model.adam(lr=1e-3)
+            else:
+                params, state = model
+                _, grads = gradient(params, xb, MODEL, tcfg, epoch, step)
+                optim.step(params, grads, state, "adam", lr=1e-3)
+            if blas is not None:
+                blas.step_done(time.perf_counter() - t0)
 
 
 def fused_gradient_gap(x_train, batch):
@@ -90,20 +93,21 @@ def minivae_phases(x_train, batch, steps=200):
     tcfg = TrainConfig(batch_size=batch)
     perm = Generator((5, 0, 0)).permutation(len(x_train))
     times = {k: [] for k in ("minibatch", "random draws", "forward", "backward", "optimizer")}
-    for step in range(steps):
-        t0 = time.perf_counter()
-        xb = minibatch(x_train, perm, step % (len(x_train) // batch), tcfg)
-        t1 = time.perf_counter()
-        eps = Generator((0, 1, 0, step)).normal((1, batch, MODEL.z_dim), "float32")
-        t2 = time.perf_counter()
-        _, cache, _ = core_model.forward(params, xb, eps, MODEL)
-        t3 = time.perf_counter()
-        grads = minivae.backward(cache, MODEL)
-        t4 = time.perf_counter()
-        optim.step(params, grads, state, "adam", lr=1e-3)
-        t5 = time.perf_counter()
-        for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
-            times[k].append(dt)
+    with keep_freed_memory():  # as train does (heap.py)
+        for step in range(steps):
+            t0 = time.perf_counter()
+            xb = minibatch(x_train, perm, step % (len(x_train) // batch), tcfg)
+            t1 = time.perf_counter()
+            eps = Generator((0, 1, 0, step)).normal((1, batch, MODEL.z_dim), "float32")
+            t2 = time.perf_counter()
+            _, cache, _ = core_model.forward(params, xb, eps, MODEL)
+            t3 = time.perf_counter()
+            grads = minivae.backward(cache, MODEL)
+            t4 = time.perf_counter()
+            optim.step(params, grads, state, "adam", lr=1e-3)
+            t5 = time.perf_counter()
+            for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                times[k].append(dt)
     return {k: median(v[10:]) for k, v in times.items()}
 
 

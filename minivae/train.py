@@ -16,7 +16,8 @@ guarantee lives in one named place: ``DeferredLosses`` (a step never reads back 
 the NaN guard), ``_Trainer.guard`` (nothing non-finite is ever saved), ``_Trainer.stopping``,
 ``save_checkpoint`` (one atomic rename), ``RunLock`` (one trainer per run folder), ``_StopFlag``
 (a stop signal ends the run at a step boundary, saved), ``BlasThreads`` (the BLAS thread count,
-chosen from the steps' own times; threads.py).
+chosen from the steps' own times; threads.py), ``keep_freed_memory`` (a step reuses the pages
+the one before it freed; heap.py).
 
 Every random draw is keyed by the run's seed and its position: the permutation of epoch e by
 ``(seed, 0, e)``, the noise (and dynamic binarization) of step s of epoch e by ``(seed, 1, e, s)``.
@@ -44,6 +45,7 @@ from .checkpoint import (SUFFIX, CheckpointError, checkpoint_files, load_checkpo
 from .checks import all_finite, validate_data
 from .config import TrainConfig, VAEConfig
 from .memory import batch_bytes, doing, itemsize, require_on
+from .heap import keep_freed_memory
 from .data import (DATASETS, IDX_SOURCES, Dataset, binarize_dynamic, binarize_static,
                    fingerprint, load_dataset, locate)
 from .run import (RunLock, check_same_data, clear_for_new_run, load_run, new_run_id, read_metrics,
@@ -475,7 +477,7 @@ def _loop(trainer: _Trainer, x_train, x_test) -> str:
     at, tcfg = trainer.at, trainer.tcfg
     n_batches = math.ceil(x_train.shape[0] / tcfg.batch_size)
     choice = ThreadChoice.from_state(at.blas, fixed=blas_threads(trainer.mcfg, tcfg))
-    with BlasThreads(choice) as blas:
+    with BlasThreads(choice) as blas, keep_freed_memory():
         for epoch in range(at.epoch, tcfg.epochs):
             start = time.perf_counter()
             done = trainer.run_epoch(epoch, x_train, blas)

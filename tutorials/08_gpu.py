@@ -103,7 +103,10 @@ for name in [b for b in ("numpy", "strict") if B.is_available(b)]:
 # gradients, Adam), median of several runs, in float32 and float64, on each backend present. It is
 # the step `train` runs: `train.minibatch`, `train.gradient` with the run's generator rekeyed, and
 # `optim.Flat`, which runs Adam over all parameters as one buffer (on a GPU a dozen kernel launches
-# instead of a dozen per weight matrix). On the CPU it is timed at one BLAS thread and at every usable
+# instead of a dozen per weight matrix), inside `heap.keep_freed_memory`, as in `train`: the memory a
+# step frees stays with the process for the next one, where C's `malloc` would hand it back to the
+# system and the next step would wait while the system maps and zeroes those pages again
+# (benchmarks/README.md has the numbers). On the CPU it is timed at one BLAS thread and at every usable
 # core; `train` itself picks between them from its own steps' times (`threads.ThreadChoice`; the next
 # section says why it has to), and reports its time per step, printed last.
 
@@ -112,6 +115,7 @@ from threadpoolctl import threadpool_limits
 
 from minivae import optim, threads, train
 from minivae.data import Dataset
+from minivae.heap import keep_freed_memory
 
 CFG = VAEConfig(x_dim=784, hidden=(500,), z_dim=20)
 cores = threads.usable_cores()
@@ -126,7 +130,7 @@ def time_step(name, dtype, batch, repeats, n_threads):
     perm = B.from_numpy(order, name)  # moved to the device once per epoch
     rng, adam = B.Generator((0, 1), name), optim.Flat(params, state, "adam")
     times = []
-    with threadpool_limits(limits=n_threads, user_api="blas"):
+    with threadpool_limits(limits=n_threads, user_api="blas"), keep_freed_memory():
         for i in range(repeats + 2):
             t0 = time.perf_counter()
             xb = train.minibatch(x, perm, i % 10, tcfg)
