@@ -136,3 +136,42 @@ def test_flat_updates_are_those_of_step_bit_for_bit(backend, rule):
                 assert state_b[k][key] == value, (k, key)
     if backend != "numpy":  # the device path: params and state are views of the flat buffers
         assert tuple(flat.w.shape) == (sum(int(np.prod(v.shape)) for v in a.values()),)
+
+
+def test_pieces_cut_big_tensors_and_gather_small_neighbours():
+    """The 784-500-20 model's buffer in pieces of at most CHUNK: each big matrix cut on its own, the
+    seven tensors between them one piece, the last bias its own; on a device, one piece."""
+    sizes = [392000, 500, 10000, 20, 10000, 20, 10000, 500, 392000, 784]
+    pieces = optim.plan_pieces(sizes, optim.CHUNK)
+    assert pieces[0] == (0, 65536) and (392000, 423040) in pieces and pieces[-1] == (815040, 815824)
+    assert len(pieces) == 14
+    assert [start for start, _ in pieces[1:]] == [stop for _, stop in pieces[:-1]]   # no gap, no overlap
+    assert all(0 < stop - start <= optim.CHUNK for start, stop in pieces)
+    assert optim.plan_pieces(sizes, None) == [(0, sum(sizes))]
+    assert optim.plan_pieces([3, 3, 3, 3], 7) == [(0, 6), (6, 12)]
+    assert optim.plan_pieces([2, 20, 2, 2], 7) == [(0, 2), (2, 9), (9, 16), (16, 22), (22, 26)]
+
+
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "adagrad", "adam"])
+def test_flat_in_pieces_updates_are_those_of_step_bit_for_bit(monkeypatch, rule):
+    """On NumPy, Flat runs the rule over pieces of its buffer: pieces inside one tensor (its gradient
+    a view), and pieces gathering several small tensors' gradients. Same bits as step tensor by
+    tensor, and every tensor's state and scalars as step leaves them."""
+    from minivae import VAEConfig, init_params
+    from minivae.optim import Flat, step
+    monkeypatch.setattr(optim, "CHUNK", 8)
+    cfg = VAEConfig(x_dim=7, hidden=(5,), z_dim=3, likelihood="gaussian", variance="shared")
+    a, b = init_params(cfg, seed=1), init_params(cfg, seed=1)
+    state_a, state_b = {}, {}
+    flat = Flat(b, state_b, rule)
+    kinds = {(lo is None, len(parts)) for _, _, parts in flat.pieces for _, lo, _ in parts[:1]}
+    assert (False, 1) in kinds and any(len(parts) > 1 for _, _, parts in flat.pieces)   # cut, and gathered
+    for i in range(4):
+        g = {k: v * (0.3 + i) - 0.05 for k, v in init_params(cfg, seed=10 + i).items()}
+        step(a, g, state_a, rule, lr=0.01, weight_decay=0.001)
+        flat.step(g, lr=0.01, weight_decay=0.001)
+    for k in a:
+        np.testing.assert_array_equal(b[k], a[k], err_msg=k)
+        assert state_b[k].keys() == state_a[k].keys()
+        for key, value in state_a[k].items():
+            np.testing.assert_array_equal(np.asarray(state_b[k][key]), np.asarray(value), err_msg=(k, key))
