@@ -52,7 +52,10 @@ from minivae.train import TrainConfig, gradient, minibatch  # noqa: E402
 # --- minivae -------------------------------------------------------------------------------------
 
 def minivae_model(seed):
-    return minivae.init_params(MODEL, seed=seed, dtype="float32"), {}
+    """Parameters and the optimizer ``train`` runs: ``optim.Flat`` (Adam over one flat buffer, on the
+    CPU in cache-sized pieces), which leaves ``params`` holding views of that buffer."""
+    params = minivae.init_params(MODEL, seed=seed, dtype="float32")
+    return params, optim.Flat(params, {}, "adam")
 
 
 def minivae_epoch(model, x_train, batch, epoch, seed=0, blas=None):
@@ -70,9 +73,9 @@ def minivae_epoch(model, x_train, batch, epoch, seed=0, blas=None):
                 model.loss_and_grads(xb, Generator((seed, 1, epoch, step)).normal((1, batch, MODEL.z_dim), "float32"))
                 model.adam(lr=1e-3)
             else:
-                params, state = model
+                params, adam = model
                 _, grads = gradient(params, xb, MODEL, tcfg, epoch, step)
-                optim.step(params, grads, state, "adam", lr=1e-3)
+                adam.step(grads, lr=1e-3)
             if blas is not None:
                 blas.step_done(time.perf_counter() - t0)
 
@@ -89,7 +92,7 @@ def fused_gradient_gap(x_train, batch):
 
 def minivae_phases(x_train, batch, steps=200):
     """Median seconds per step of each phase of minivae's training step."""
-    params, state = minivae_model(5)
+    params, adam = minivae_model(5)
     tcfg = TrainConfig(batch_size=batch)
     perm = Generator((5, 0, 0)).permutation(len(x_train))
     times = {k: [] for k in ("minibatch", "random draws", "forward", "backward", "optimizer")}
@@ -104,7 +107,7 @@ def minivae_phases(x_train, batch, steps=200):
             t3 = time.perf_counter()
             grads = minivae.backward(cache, MODEL)
             t4 = time.perf_counter()
-            optim.step(params, grads, state, "adam", lr=1e-3)
+            adam.step(grads, lr=1e-3)
             t5 = time.perf_counter()
             for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
                 times[k].append(dt)
