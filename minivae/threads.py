@@ -26,6 +26,9 @@ no second look: when the kept count's faster window beats each other count's by 
 or more, it counts as confirmed. A slow spell would have to slow both windows of the truly faster
 count by its margin times 1.3 (2x in that incident) to decide wrongly; quiet at batch 1000, where two
 threads are 1.5x faster than one, this saves a third of a 5-epoch benchmark phase's one-thread steps.
+For the same reason the routine look every ``EXPLORE_EVERY`` windows at a clear-cut choice (still
+``DECISIVE`` against the other counts' last times) gives each other count one window, not two; a
+drift, or a close choice, is explored with two each.
 (A few steps timed apart from training mislead here: under load their times scatter by 2x, and
 the cost of spinning threads shows only over longer stretches.)
 
@@ -160,9 +163,13 @@ class ThreadChoice:
                 self.per_step[self.threads] = per_step
             if self.strikes >= 2 or self.since_explore >= interval(self.unsettled):   # the load changed, or may have
                 others = [n for n in self.counts if n != self.threads]
+                # a routine look at a clear-cut choice (still DECISIVE against the others' last
+                # times) gives each other count one window; a drift or a close choice, ROUNDS each
+                routine = self.strikes < 2 and decisive({**self.per_step, self.threads: per_step})
+                rounds = 1 if routine else ROUNDS
                 self.per_step, self.held = {self.threads: per_step}, self.threads
                 self.strikes = 0
-                self.queue = (others + [self.threads]) * (ROUNDS - 1) + others  # ROUNDS of each
+                self.queue = (others + [self.threads]) * (rounds - 1) + others
                 self.threads = self.queue[0]
         if not self.queue:
             self.window_steps = max(MIN_WINDOW_STEPS, min(1000, math.ceil(WINDOW / max(per_step, 1e-6))))

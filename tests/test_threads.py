@@ -138,10 +138,56 @@ def test_the_others_are_tried_again_every_explore_every_windows(monkeypatch):
     window = threads.WINDOW / 0.008
     used = run(c, busy_machine, int(window * (threads.EXPLORE_EVERY + 8)))
     tries = [i for i in range(1, len(used)) if used[i] == 2 and used[i - 1] == 1]
-    assert len(tries) == 3    # once at the start (2, 1, 2, 1), twice in the next try (2, 1, 2) 40 windows later
+    assert len(tries) == 2    # at the start (2, 1, 2, 1), and one window at 2 (clear-cut) 40 windows later
     assert c.unsettled == 0                      # confirmed: 1 thread is 2.6x faster
     share = used.count(2) / len(used)
     assert share < 0.05                          # the slow count costs < 5% of the steps
+
+
+def look(c, seconds_of):
+    """Hold the count until the next routine look; the counts of that look's windows, in order."""
+    while not c.queue:
+        one_window(c, seconds_of)
+    looked = []
+    while c.queue:
+        looked.append(c.threads)
+        one_window(c, seconds_of)
+    return looked
+
+
+def test_a_routine_look_at_a_clear_cut_choice_gives_the_other_count_one_window(monkeypatch):
+    """Every EXPLORE_EVERY windows the other counts are tried again. When the count held is still
+    clear-cut (DECISIVE against the others' last times), each other count gets one window; a close
+    choice gets two each, alternating, as at the start. What one window finds still decides: when the
+    load has gone and the other count is now the faster, training switches to it."""
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    c = settle(ThreadChoice(), quiet_machine)                      # 2 threads, 1.6x faster than 1
+    assert look(c, quiet_machine) == [1] and c.threads == 2 and c.unsettled == 0
+    assert look(c, quiet_machine) == [1]
+
+    def close(n):   # 2 threads 1.2x faster: not clear-cut
+        return {1: 0.006, 2: 0.005}[n]
+    c = settle(ThreadChoice(), close)
+    assert look(c, close) == [1, 2, 1] and c.threads == 2
+
+    c = settle(ThreadChoice(), busy_machine)                       # 1 thread held, the competitor stays
+    assert look(c, busy_machine) == [2] and c.threads == 1
+    assert look(c, quiet_machine) == [2] and c.threads == 2        # it left: one window at 2 shows it
+    assert c.unsettled == 0                                        # and 1.6x is clear-cut
+
+
+def test_an_exploration_after_a_drift_gives_each_count_two_windows(monkeypatch):
+    """A drift means the load changed: the old times say nothing, and the look is a full one."""
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    c = settle(ThreadChoice(), quiet_machine)
+    one_window(c, busy_machine)                                    # a competitor: 2 threads 4x slower
+    assert not c.queue and c.strikes == 1
+    one_window(c, busy_machine)                                    # confirmed by a second window
+    looked = []
+    while c.queue:
+        looked.append(c.threads)
+        one_window(c, busy_machine)
+    assert looked == [1, 2, 1] and c.threads == 1                  # two windows at 1, with 2's second between
 
 
 def test_a_drift_confirmed_by_a_second_window_retries_the_other_counts(monkeypatch):
