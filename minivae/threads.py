@@ -28,7 +28,12 @@ count by its margin times 1.3 (2x in that incident) to decide wrongly; quiet at 
 threads are 1.5x faster than one, this saves a third of a 5-epoch benchmark phase's one-thread steps.
 For the same reason the routine look every ``EXPLORE_EVERY`` windows at a clear-cut choice (still
 ``DECISIVE`` against the other counts' last times) gives each other count one window, not two; a
-drift, or a close choice, is explored with two each.
+drift, or a close choice, is explored with two each. And while the choice holds every core, routine
+looks come ``CALM`` (4) times less often, about every 80 s: a program that starts on one of those
+cores slows each step 2-3x (batch 100: 7.9 s an epoch quiet, 19.4 s beside one spinning process), a
+drift caught within two windows. Holding fewer threads they stay every 20 s, since a program that
+stops changes a one-thread step by a few percent (10.2 s against 10.1 s), which only a look finds.
+Quiet, the routine looks were most of the choice's cost after its first exploration.
 (A few steps timed apart from training mislead here: under load their times scatter by 2x, and
 the cost of spinning threads shows only over longer stretches.)
 
@@ -55,6 +60,7 @@ MIN_WINDOW_STEPS = 5  # a window that runs out of time still has this many steps
 ROUNDS = 2            # windows per count in an exploration, the counts alternating
 TIE = 1.05            # counts within this factor of the fastest are ties: the fewest threads win
 DECISIVE = 1.3        # a count this much faster than each other one is confirmed without a second look
+CALM = 4              # holding every core, a confirmed choice is looked at again this many times less often
 STATE_KEYS = ("counts", "threads", "per_step", "window_steps", "window", "since_explore", "strikes", "skip",
               "queue", "unsettled", "held")
 LATER_KEYS = ("queue", "unsettled", "held")   # absent from checkpoints written before they existed
@@ -90,10 +96,15 @@ def decisive(per_step: dict[int, float]) -> bool:
     return all(t >= DECISIVE * best for t in others)
 
 
-def interval(unsettled: int) -> int:
+def interval(unsettled: int, all_cores: bool = False) -> int:
     """Windows from an exploration to the next, after ``unsettled`` unconfirmed decisions in a row:
-    SOON, 2 SOON, 4 SOON ... up to EXPLORE_EVERY, which is also the interval after a confirmed one."""
-    return EXPLORE_EVERY if unsettled == 0 else min(EXPLORE_EVERY, SOON << min(unsettled - 1, 8))
+    SOON, 2 SOON, 4 SOON ... up to EXPLORE_EVERY, which is also the interval after a confirmed one;
+    ``CALM`` times that when the confirmed count is every core (``all_cores``): a program that starts
+    on a core then slows each step 2-3x, a drift caught within two windows, where holding fewer
+    threads a program that stops changes their step time by a few percent, which only a look finds."""
+    if unsettled:
+        return min(EXPLORE_EVERY, SOON << min(unsettled - 1, 8))
+    return EXPLORE_EVERY * (CALM if all_cores else 1)
 
 
 @dataclass
@@ -161,7 +172,8 @@ class ThreadChoice:
             self.strikes = self.strikes + 1 if drifted else 0
             if not drifted:  # a drifted window is not this count's time until a second one confirms it
                 self.per_step[self.threads] = per_step
-            if self.strikes >= 2 or self.since_explore >= interval(self.unsettled):   # the load changed, or may have
+            due = interval(self.unsettled, all_cores=self.threads == max(self.counts))
+            if self.strikes >= 2 or self.since_explore >= due:   # the load changed, or may have
                 others = [n for n in self.counts if n != self.threads]
                 # a routine look at a clear-cut choice (still DECISIVE against the others' last
                 # times) gives each other count one window; a drift or a close choice, ROUNDS each

@@ -249,20 +249,26 @@ def test_a_slow_spell_over_both_windows_of_the_faster_count_is_corrected_soon(mo
 
 def test_a_decision_is_confirmed_once_soon_then_tried_every_explore_every_windows(monkeypatch):
     """A run's first decision, when it is close (2 threads 1.2x faster), is looked at again after SOON
-    windows; once an exploration keeps the count, the next comes EXPLORE_EVERY windows later. A
-    clear-cut one (1.6x) is held EXPLORE_EVERY windows at once. A close decision that changes the count
-    is looked at again after SOON, 2 SOON, 4 SOON ... windows while it keeps changing."""
+    windows; once an exploration keeps the count, the next comes EXPLORE_EVERY windows later, or CALM
+    times that when the count kept is every core (a competitor that starts there is a drift). A
+    clear-cut one (1.6x) is held that long at once. A close decision that changes the count is looked
+    at again after SOON, 2 SOON, 4 SOON ... windows while it keeps changing."""
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    calm = threads.EXPLORE_EVERY * threads.CALM
 
     def close(n):
         return {1: 0.006, 2: 0.005}[n]
-    for machine, expected in ((close, [4, 40, 40]), (quiet_machine, [40, 40])):
+
+    def close_busy(n):
+        return {1: 0.005, 2: 0.006}[n]
+    for machine, kept, expected in ((close, 2, [4, calm, calm]), (quiet_machine, 2, [calm, calm]),
+                                    (close_busy, 1, [4, 40, 40]), (busy_machine, 1, [40, 40])):
         c = ThreadChoice()
         run(c, machine, threads.WARMUP_STEPS)
-        windows = [one_window(c, machine)[0] for _ in range(4 + 4 + 3 + 40 + 3 + 40)]
+        windows = [one_window(c, machine)[0] for _ in range(4 + 4 + 3 + 2 * (calm + 3))]
         assert windows[:4] == [2, 1, 2, 1] and c.unsettled == 0
-        held = [n for count, n in runs(windows[4:]) if count == 2 and n > 1]   # windows at 2 between tries
-        assert held[:len(expected)] == expected
+        held = [n for count, n in runs(windows[4:]) if count == kept and n > 1]   # windows held between tries
+        assert held[:len(expected)] == expected, machine.__name__
     flips = {"n": 0}
 
     def flipping(n):      # the faster count changes at every exploration (by 1.2x: no drift, not clear-cut)
@@ -282,6 +288,8 @@ def test_a_decision_is_confirmed_once_soon_then_tried_every_explore_every_window
     assert gaps[1:7] == [4, 8, 16, 32, 40, 40]   # windows held between one exploration and the next
     assert threads.interval(0) == threads.interval(threads.MAX_UNSETTLED) == threads.EXPLORE_EVERY
     assert [threads.interval(k) for k in (1, 2, 3, 4, 5)] == [4, 8, 16, 32, 40]
+    assert threads.interval(0, all_cores=True) == threads.CALM * threads.EXPLORE_EVERY == 160
+    assert threads.interval(2, all_cores=True) == 8           # an unconfirmed choice is looked at soon
 
 
 def test_a_fixed_count_is_never_changed():

@@ -246,7 +246,8 @@ if cores > 1:
 # fooled by a few slow seconds of the machine), keeps the faster, tries the others again after a
 # few windows when its choice is new and close (then after twice as many each time it changes),
 # every 20 seconds or so once a second look confirmed it or one count was 1.3x faster than the
-# others, and at once when its step time jumps. In the one
+# others (every 80 or so while it holds every core: a program that starts on one of them makes
+# the step time jump), and at once when its step time jumps. In the one
 # short epoch above (300 steps, a few seconds) those trial windows are a large share of the steps.
 # And `train()`'s number is the mean over the whole epoch, its first steps and its slow steps
 # included, where the columns beside it are medians, which leave the slow steps out: so in this
