@@ -21,7 +21,9 @@ weighted evaluation; the thread count and the BLAS in use.
 ``--busy N`` measures instead what a learner's laptop sees: each batch size quiet, then with N
 processes spinning on the CPU for the whole phase (stopped after). Side by side: minivae with its own
 thread choice (``threads.ThreadChoice``, as ``train`` makes it: each count tried on two windows of
-its own steps, alternating, again soon after a new choice, every 20 s once confirmed, or on drift), minivae at 1 thread and at every usable core, the
+its own steps, alternating, again soon after a new choice that was close, every 20 s once confirmed
+(one window each when clear-cut; every 80 s while it holds every core), or on drift), minivae at 1
+thread and at every usable core, the
 hand-fused step at the count minivae mostly ran with in its latest epoch, and PyTorch (default and fused
 Adam) at its own default threads.
 """
