@@ -172,7 +172,8 @@ class Flat:
         keys = STATE_KEYS[self.rule]
         flat_grads = {name: self.xp.reshape(grads[name], (-1,)) for name in self.names}
         _update_in_pieces(RULES[self.rule], self.w, self.config, keys,
-                          ((start, stop, self._gradient(flat_grads, parts)) for start, stop, parts in self.pieces))
+                          ((start, stop, self._gradient(flat_grads, parts))
+                           for start, stop, parts in self.pieces))
         scalars = {k: v for k, v in self.config.items() if k not in keys}
         for name in self.names:  # each tensor's config, as ``step`` keeps it (what checkpoints save)
             self.state.setdefault(name, {}).update(scalars)

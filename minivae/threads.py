@@ -177,7 +177,8 @@ class ThreadChoice:
                 others = [n for n in self.counts if n != self.threads]
                 # a routine look at a clear-cut choice (still DECISIVE against the others' last
                 # times) gives each other count one window; a drift or a close choice, ROUNDS each
-                routine = self.strikes < 2 and decisive({**self.per_step, self.threads: per_step})
+                now = {**self.per_step, self.threads: per_step}
+                routine = bool(others) and self.strikes < 2 and decisive(now)
                 rounds = 1 if routine else ROUNDS
                 self.per_step, self.held = {self.threads: per_step}, self.threads
                 self.strikes = 0

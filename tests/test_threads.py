@@ -176,6 +176,15 @@ def test_a_routine_look_at_a_clear_cut_choice_gives_the_other_count_one_window(m
     assert c.unsettled == 0                                        # and 1.6x is clear-cut
 
 
+def test_a_choice_with_one_candidate_runs_through_its_looks(monkeypatch):
+    """One usable core and no fixed count (ThreadChoice used directly): a look has no other count to
+    try, and the held one is measured again, as it always was, past several look intervals."""
+    monkeypatch.setattr(threads, "usable_cores", lambda: 1)
+    c = ThreadChoice()
+    used = run(c, lambda n: 0.01, 3 * threads.CALM * threads.EXPLORE_EVERY * steps_in(0.01))
+    assert set(used) == {1} and c.counts == [1] and c.state()["strikes"] == 0
+
+
 def test_an_exploration_after_a_drift_gives_each_count_two_windows(monkeypatch):
     """A drift means the load changed: the old times say nothing, and the look is a full one."""
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
