@@ -51,14 +51,15 @@ def pytest_configure(config):
     array_api_strict.set_array_api_strict_flags(data_dependent_shapes=False, boolean_indexing=False)
 
 
-def _backend_params():
+def backend_params():
+    """One pytest.param per backend, CuPy's skipped (with the reason) where no GPU is usable."""
     usable, why = B.cupy_status()
     marks = {"cupy": pytest.mark.skipif(not usable, reason=f"would run this test on CuPy, on a CUDA "
                                         f"GPU; here {why}")}
     return [pytest.param(name, marks=marks.get(name, ())) for name in B.BACKENDS]
 
 
-@pytest.fixture(params=_backend_params())
+@pytest.fixture(params=backend_params())
 def backend(request):
     return request.param
 
