@@ -469,13 +469,32 @@ def load_digits(n_test: int = 300) -> Dataset:
 
     The split is deterministic: a permutation with a fixed seed, the last ``n_test`` for testing.
     """
-    from sklearn.datasets import load_digits as sk_digits
-    d = sk_digits()
-    x = (d.data / 16.0).astype(np.float32)
+    pixels, labels = _sklearn_digits()
+    x = (pixels / 16.0).astype(np.float32)
     order = np.random.default_rng(0).permutation(len(x))
     train, test = order[:-n_test], order[-n_test:]
-    return Dataset("digits", x[train], d.target[train].astype(np.int64), x[test],
-                   d.target[test].astype(np.int64), (8, 8))
+    return Dataset("digits", x[train], labels[train].astype(np.int64), x[test],
+                   labels[test].astype(np.int64), (8, 8))
+
+
+def _sklearn_digits():
+    """The digits' pixels (1797, 64) and labels (1797,) as scikit-learn's ``load_digits`` gives them.
+
+    Its file is read directly when it is where scikit-learn keeps it (``datasets/data/digits.csv.gz``:
+    64 pixel columns, then the label), as ``load_digits`` reads it: importing scikit-learn takes
+    1.5-2.5 s, longer than the training run a learner starts first. Its loader if the file moved.
+    """
+    import importlib.util
+    spec = importlib.util.find_spec("sklearn")
+    csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if csv is not None and csv.is_file():
+        with gzip.open(csv) as f:
+            table = np.loadtxt(f, delimiter=",")
+        if table.shape == (1797, 65):
+            return table[:, :-1], table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits as sk_digits
+    d = sk_digits()
+    return d.data, d.target
 
 
 def make_bars(n: int = 2000, size: int = 4, seed: int = 0, n_test: int | None = None) -> Dataset:

@@ -221,6 +221,27 @@ def test_digits_split_is_deterministic():
     assert a.x_train.min() == 0.0 and a.x_train.max() == 1.0 and a.image_shape == (8, 8)
 
 
+def test_the_digits_are_scikit_learns_without_importing_it(monkeypatch):
+    """The file is read as scikit-learn's loader reads it (same arrays, same fingerprint), in a fresh
+    interpreter without importing scikit-learn; where the file is not found, its loader is used."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+    sk = load_digits()
+    pixels, labels = data._sklearn_digits()
+    np.testing.assert_array_equal(pixels, sk.data)
+    np.testing.assert_array_equal(labels, sk.target)
+    assert pixels.dtype == sk.data.dtype and labels.dtype == np.int64
+    code = ("import sys; from minivae import data; d = data.load_digits(); "
+            "print('sklearn' in sys.modules, data.fingerprint(d))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", data.fingerprint(data.load_digits())]
+    import importlib.util
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)   # the file not found
+    assert data.fingerprint(data.load_digits()) == out[1]
+
+
 def test_bars():
     ds = data.make_bars(n=50, size=4)
     assert ds.x_train.shape == (50, 16) and set(np.unique(ds.x_train)) == {0.0, 1.0}
