@@ -161,8 +161,10 @@ def mean_gray(png: bytes) -> float:
     """The mean brightness (0-255) of a screenshot."""
     import io
 
+    import numpy as np
     from PIL import Image
-    return sum(Image.open(io.BytesIO(png)).convert("L").getdata()) / max(1, len(Image.open(io.BytesIO(png)).getdata()))
+    gray = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.int64)  # not getdata: gone in Pillow 14
+    return int(gray.sum()) / max(1, gray.size)
 
 
 def page_bytes(book, name) -> int:
