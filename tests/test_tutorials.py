@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,13 +15,117 @@ def test_there_are_eight_tutorials():
     assert len(TUTORIALS) == 8
 
 
+QUICK_TIMEOUT = 300  # seconds for one tutorial's quick run (they take 4-25 s on a quiet 2-core machine)
+
+
+class QuickRuns:
+    """The tutorials' quick runs, each in its own Python process, as many at a time as there are
+    usable cores: most of a run is one core's Python and small matrix products, so two at once take
+    about half the time of one after the other. A tutorial in ``ALONE`` times training steps at one
+    thread and at every core (tutorial 8), so it runs with no other tutorial beside it. Each run's
+    output goes to files (a pipe nobody reads would fill and stop the run); ``result`` waits for one."""
+
+    ALONE = ("08",)
+
+    def __init__(self, paths, root: Path, workers: int):
+        alone = [p for p in paths if p.name[:2] in self.ALONE]
+        # the longest first, so that the others fill the second core meanwhile
+        self.queue = sorted((p for p in paths if p not in alone), key=lambda p: p.name[:2] != "04") + alone
+        self.root, self.workers = root, workers
+        self.running, self.done = {}, {}
+
+    def _start(self, path):
+        folder = self.root / path.stem
+        (folder / "figures").mkdir(parents=True)
+        env = {**os.environ, "MINIVAE_QUICK": "1", "MINIVAE_FIGURES": str(folder / "figures"),
+               "MPLBACKEND": "Agg"}
+        out = open(folder / "output.txt", "wb")
+        proc = subprocess.Popen([sys.executable, str(path)], cwd=path.parents[1], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+        self.running[path] = (proc, out, time.monotonic())
+
+    def _fill(self):
+        while self.queue and len(self.running) < self.workers:
+            if self.queue[0].name[:2] in self.ALONE and self.running:
+                return
+            self._start(self.queue.pop(0))
+
+    def _reap(self):
+        for path, (proc, out, started) in list(self.running.items()):
+            timed_out = proc.poll() is None and time.monotonic() - started > QUICK_TIMEOUT
+            if timed_out:
+                proc.kill()
+            if proc.poll() is None and not timed_out:
+                continue
+            proc.wait()
+            out.close()
+            folder = self.root / path.stem
+            text = (folder / "output.txt").read_text(errors="replace")
+            self.done[path] = (None if timed_out else proc.returncode, text, folder / "figures")
+            del self.running[path]
+
+    def result(self, path):
+        """``(exit status or None when it ran past QUICK_TIMEOUT, its output, its figures' folder)``."""
+        if path not in self.done and path not in self.running and path not in self.queue:
+            self.queue.insert(0, path)
+        while path not in self.done:
+            self._fill()
+            time.sleep(0.05)
+            self._reap()
+        self._fill()  # the next ones start while this test's assertions run
+        return self.done[path]
+
+    def stop(self):
+        for proc, out, _ in self.running.values():
+            proc.kill()
+            proc.wait()
+            out.close()
+
+
+@pytest.fixture(scope="module")
+def quick_runs(request, tmp_path_factory):
+    """The quick runs of the tutorials this session selected (``-k 04`` runs one), started together."""
+    from minivae.threads import usable_cores
+    selected = [item.callspec.params["path"] for item in request.session.items
+                if getattr(item, "originalname", None) == "test_tutorial_runs_in_quick_mode"
+                and item.module.__name__ == __name__]
+    runs = QuickRuns(selected, tmp_path_factory.mktemp("quick"), min(2, usable_cores()))
+    yield runs
+    runs.stop()
+
+
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
-def test_tutorial_runs_in_quick_mode(path, tmp_path):
-    env = {**os.environ, "MINIVAE_QUICK": "1", "MINIVAE_FIGURES": str(tmp_path), "MPLBACKEND": "Agg"}
-    proc = subprocess.run([sys.executable, str(path)], cwd=path.parents[1], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert list(tmp_path.rglob("*.png")), "the tutorial wrote no figure"
+def test_tutorial_runs_in_quick_mode(path, quick_runs):
+    returncode, output, figures = quick_runs.result(path)
+    assert returncode is not None, f"{path.name} ran past {QUICK_TIMEOUT} s: " + output[-3000:]
+    assert returncode == 0, output[-6000:]
+    assert list(figures.rglob("*.png")), "the tutorial wrote no figure"
+
+
+def test_quick_runs_run_two_at_a_time_and_tutorial_8_alone(tmp_path):
+    """The scheduler itself, on stand-in scripts that record when they start and end: never more
+    runs at once than workers, the ALONE one with nobody beside it, and a failing run's status kept."""
+    log = tmp_path / "log.txt"
+    scripts = []
+    for name in ("01_a", "04_b", "05_c", "08_d"):
+        script = tmp_path / "tutorials" / f"{name}.py"
+        script.parent.mkdir(exist_ok=True)
+        script.write_text(f"import time, sys\nopen({str(log)!r}, 'a').write('start {name[:2]} %f\\n' % time.time())\n"
+                          f"time.sleep(0.3)\nopen({str(log)!r}, 'a').write('end {name[:2]} %f\\n' % time.time())\n"
+                          f"sys.exit({int(name == '05_c')})\n")
+        scripts.append(script)
+    runs = QuickRuns(scripts, tmp_path / "runs", workers=2)
+    assert runs.queue[0].name.startswith("04") and runs.queue[-1].name.startswith("08")
+    results = {p.name[:2]: runs.result(p)[0] for p in scripts}
+    assert results == {"01": 0, "04": 0, "05": 1, "08": 0}
+    events = sorted((float(t), kind, n) for kind, n, t in (line.split() for line in log.read_text().splitlines()))
+    at_once, most, eight_with = set(), 0, set()
+    for _, kind, n in events:
+        at_once = at_once | {n} if kind == "start" else at_once - {n}
+        most = max(most, len(at_once))
+        if "08" in at_once:
+            eight_with |= at_once - {"08"}
+    assert most == 2 and not eight_with
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
