@@ -167,6 +167,8 @@ def test_doctor_on_this_machine(capsys):
 def test_doctor_runs_the_gpu_checks_on_the_stand_in_and_fails_on_a_wrong_gradient(capsys, monkeypatch):
     import minivae.doctor as D
     monkeypatch.setattr(D, "SPEED_ROWS", 2000)  # the checks, not the timings, are under test
+    monkeypatch.setattr(D, "STEP_WARMUP", 1)
+    monkeypatch.setattr(D, "STEP_SAMPLE", 3)
     assert main(["doctor", "--backend", "strict", "--no-tests"]) == 0
     text = capsys.readouterr().out
     assert "[pass] gradient check on strict" in text and "[pass] strict against numpy" in text

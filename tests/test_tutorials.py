@@ -409,5 +409,7 @@ def test_the_try_this_commands_run_as_the_tutorials_say(tmp_path, capsys, monkey
     assert "not bounds on a log-likelihood" in capsys.readouterr().out
     import minivae.doctor as D
     monkeypatch.setattr(D, "SPEED_ROWS", 1000)  # the command, not the timings, is under test
+    monkeypatch.setattr(D, "STEP_WARMUP", 1)
+    monkeypatch.setattr(D, "STEP_SAMPLE", 3)
     assert main(["doctor", "--backend", "strict", "--no-tests"]) == 0                          # 8.1
     assert "verdict" in capsys.readouterr().out
