@@ -25,7 +25,9 @@ its own steps, alternating, again soon after a new choice that was close, every 
 (one window each when clear-cut; every 80 s while it holds every core), or on drift), minivae at 1
 thread and at every usable core, the
 hand-fused step at the count minivae mostly ran with in its latest epoch, and PyTorch (default and fused
-Adam) at its own default threads.
+Adam) at its own default threads. Each ratio is printed twice: of the medians, and round by round
+(``paired_ratio``: the median of each round's own ratio, which a slow spell of the machine that
+lasts a round or two moves less).
 """
 
 from __future__ import annotations
@@ -294,6 +296,13 @@ def epochs_under_load(x_train, batch, epochs, busy, have_torch):
     return {names[k]: v for k, v in times.items()}, chosen, steps_at
 
 
+def paired_ratio(numerators, denominators) -> float:
+    """The median over rounds of one epoch's time over another's from the same round. Each round
+    times every implementation once, so a slow spell of the machine that hits a round hits both of
+    its epochs, where a ratio of two medians may set a fast round's epoch against a slow one's."""
+    return median([a / b for a, b in zip(numerators, denominators, strict=True)])
+
+
 def load_main(args, x_train, have_torch):
     from minivae.threads import usable_cores
     print(f"{usable_cores()} usable cores; quiet, then {args.busy} spinning process(es) for the whole "
@@ -310,9 +319,15 @@ def load_main(args, x_train, have_torch):
         print(f"  {'  steps at each count':<26}" + "".join(
             f"{' '.join(f'{n}:{k}' for n, k in sorted(at.items())):>14}" for _, _, at in runs.values()))
         for phase, m in med.items():
-            best = min(m["minivae, 1 thread"], next(v for k, v in m.items() if k.startswith("minivae, ") and k.endswith("threads")))
-            line = (f"  {phase}: its choice / the faster of 1 and all threads = {m['minivae, its choice'] / best:.2f}; "
-                    f"/ hand-fused = {m['minivae, its choice'] / m['NumPy, hand-fused step']:.2f}")
+            times = runs[phase][0]
+            every = next(k for k in m if k.startswith("minivae, ") and k.endswith("threads"))
+            best = min(m["minivae, 1 thread"], m[every])
+            faster = [min(a, b) for a, b in zip(times["minivae, 1 thread"], times[every])]
+            choice, fused = times["minivae, its choice"], times["NumPy, hand-fused step"]
+            line = (f"  {phase}: its choice / the faster of 1 and all threads = {m['minivae, its choice'] / best:.2f} "
+                    f"(round by round {paired_ratio(choice, faster):.3f}); / hand-fused = "
+                    f"{m['minivae, its choice'] / m['NumPy, hand-fused step']:.2f} "
+                    f"(round by round {paired_ratio(choice, fused):.3f})")
             if have_torch:
                 line += (f"; / PyTorch default = {m['minivae, its choice'] / m['PyTorch (default Adam)']:.2f}, "
                          f"fused = {m['minivae, its choice'] / m['PyTorch (fused Adam)']:.2f}")

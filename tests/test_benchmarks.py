@@ -100,3 +100,30 @@ def test_the_class_grading_benchmark_runs_on_a_small_class():
                            "--timeout", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "class: 6 students x 14 exercises" in proc.stdout and "grades.csv: 6 rows" in proc.stdout
+
+
+# --- train_speed.py --busy: the thread choice beside 1 and all threads, quiet and busy ----------
+
+def test_a_paired_ratio_is_the_median_of_each_rounds_ratio():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from train_speed import paired_ratio
+    finally:
+        sys.path.pop(0)
+    # round 2 ran in a slow spell for both: each round's ratio is 2, 1 and 3
+    assert paired_ratio([2.0, 8.0, 9.0], [1.0, 8.0, 3.0]) == 2.0
+    with pytest.raises(ValueError):
+        paired_ratio([1.0, 2.0], [1.0])
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_the_busy_benchmark_runs_and_prints_both_phases_ratios():
+    proc = subprocess.run([sys.executable, "benchmarks/train_speed.py", "--busy", "1", "--epochs", "3",
+                           "--batch", "100", "--examples", "1000"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    for phase in ("quiet", "busy 1"):
+        line = next(s for s in proc.stdout.splitlines() if s.strip().startswith(f"{phase}: its choice"))
+        assert line.count("round by round") == 2, line
+    assert "minivae, 1 thread" in proc.stdout and "NumPy, hand-fused step" in proc.stdout
