@@ -111,7 +111,7 @@ def test_quick_runs_run_two_at_a_time_and_tutorial_8_alone(tmp_path):
         script = tmp_path / "tutorials" / f"{name}.py"
         script.parent.mkdir(exist_ok=True)
         script.write_text(f"import time, sys\nopen({str(log)!r}, 'a').write('start {name[:2]} %f\\n' % time.time())\n"
-                          f"time.sleep(0.3)\nopen({str(log)!r}, 'a').write('end {name[:2]} %f\\n' % time.time())\n"
+                          f"time.sleep(1.0)\nopen({str(log)!r}, 'a').write('end {name[:2]} %f\\n' % time.time())\n"
                           f"sys.exit({int(name == '05_c')})\n")
         scripts.append(script)
     runs = QuickRuns(scripts, tmp_path / "runs", workers=2)
