@@ -52,11 +52,12 @@ class QuickRuns:
 
     def _reap(self):
         for path, (proc, out, started) in list(self.running.items()):
-            timed_out = proc.poll() is None and time.monotonic() - started > QUICK_TIMEOUT
-            if timed_out:
+            timed_out = False
+            if proc.poll() is None:
+                if time.monotonic() - started <= QUICK_TIMEOUT:
+                    continue
                 proc.kill()
-            if proc.poll() is None and not timed_out:
-                continue
+                timed_out = True
             proc.wait()
             out.close()
             folder = self.root / path.stem
@@ -126,6 +127,17 @@ def test_quick_runs_run_two_at_a_time_and_tutorial_8_alone(tmp_path):
         if "08" in at_once:
             eight_with |= at_once - {"08"}
     assert most == 2 and not eight_with
+
+
+def test_a_quick_run_past_its_time_is_killed_and_fails(tmp_path, monkeypatch):
+    """A hang still fails: the run is killed at QUICK_TIMEOUT and its status is None, with its output."""
+    monkeypatch.setattr(sys.modules[__name__], "QUICK_TIMEOUT", 1.0)
+    script = tmp_path / "tutorials" / "03_hangs.py"
+    script.parent.mkdir()
+    script.write_text("import time\nprint('started', flush=True)\ntime.sleep(60)\n")
+    t0 = time.monotonic()
+    returncode, output, _ = QuickRuns([script], tmp_path / "runs", workers=2).result(script)
+    assert returncode is None and "started" in output and time.monotonic() - t0 < 30
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
