@@ -3,6 +3,7 @@
     python benchmarks/train_speed.py                 # batch 100 and 1000, 3 epochs each
     python benchmarks/train_speed.py --epochs 5 --batch 100
     python benchmarks/train_speed.py --busy 1        # quiet, then with 1 spinning competitor
+    python benchmarks/train_speed.py --busy 0 --epochs 12   # the same rows, quiet only
 
 The workload is the paper's MNIST model on grayscale Fashion-MNIST: 784-500-20 (tanh), Bernoulli
 likelihood, L = 1, Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8), float32, every parameter initialized
@@ -27,7 +28,7 @@ thread and at every usable core, the
 hand-fused step at the count minivae mostly ran with in its latest epoch, and PyTorch (default and fused
 Adam) at its own default threads. Each ratio is printed twice: of the medians, and round by round
 (``paired_ratio``: the median of each round's own ratio, which a slow spell of the machine that
-lasts a round or two moves less).
+lasts a round or two moves less). ``--busy 0`` runs the quiet phase alone.
 """
 
 from __future__ import annotations
@@ -305,11 +306,11 @@ def paired_ratio(numerators, denominators) -> float:
 
 def load_main(args, x_train, have_torch):
     from minivae.threads import usable_cores
-    print(f"{usable_cores()} usable cores; quiet, then {args.busy} spinning process(es) for the whole "
-          f"phase; {args.epochs} epochs of each, interleaved\n")
+    phases = [("quiet", 0)] + ([(f"busy {args.busy}", args.busy)] if args.busy else [])
+    print(f"{usable_cores()} usable cores; quiet" + (f", then {args.busy} spinning process(es) for the whole "
+          f"phase" if args.busy else " only") + f"; {args.epochs} epochs of each, interleaved\n")
     for batch in args.batch:
-        runs = {phase: epochs_under_load(x_train, batch, args.epochs, n, have_torch)
-                for phase, n in (("quiet", 0), (f"busy {args.busy}", args.busy))}
+        runs = {phase: epochs_under_load(x_train, batch, args.epochs, n, have_torch) for phase, n in phases}
         print(f"batch {batch}: seconds per epoch, median of {args.epochs} (minivae's choice: threads per epoch)")
         print(f"  {'':<26}" + "".join(f"{phase:>14}" for phase in runs))
         med = {phase: {name: median(ts) for name, ts in times.items()} for phase, (times, _, _) in runs.items()}
@@ -347,7 +348,8 @@ def main(argv=None):
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--examples", type=int, default=60_000, help="with --busy: examples per epoch")
     ap.add_argument("--busy", type=int, default=None, metavar="N",
-                    help="quiet, then with N spinning processes: the thread choice under load")
+                    help="quiet, then with N spinning processes: the thread choice under load "
+                         "(0: the quiet phase only)")
     args = ap.parse_args(argv)
     if args.busy is not None:
         try:
