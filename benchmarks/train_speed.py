@@ -307,8 +307,8 @@ def paired_ratio(numerators, denominators) -> float:
 def load_main(args, x_train, have_torch):
     from minivae.threads import usable_cores
     phases = [("quiet", 0)] + ([(f"busy {args.busy}", args.busy)] if args.busy else [])
-    print(f"{usable_cores()} usable cores; quiet" + (f", then {args.busy} spinning process(es) for the whole "
-          f"phase" if args.busy else " only") + f"; {args.epochs} epochs of each, interleaved\n")
+    load = f"quiet, then {args.busy} spinning process(es) for the whole phase" if args.busy else "quiet only"
+    print(f"{usable_cores()} usable cores; {load}; {args.epochs} epochs of each, interleaved\n")
     for batch in args.batch:
         runs = {phase: epochs_under_load(x_train, batch, args.epochs, n, have_torch) for phase, n in phases}
         print(f"batch {batch}: seconds per epoch, median of {args.epochs} (minivae's choice: threads per epoch)")
